@@ -1,0 +1,315 @@
+"""L2TModel: L2T-ww, L2T-www and the feature-matching baselines as one custom `keras.Model`.
+
+L2T-ww: Jang, Lee, Hwang, Shin, "Learning What and Where to Transfer", ICML 2019, Algorithm 1. The target
+network T (weights theta, with one 1x1 adapter per pair) is trained on CE + beta * L_wfm, where
+L_wfm = sum over pairs (m, n) of lambda * sum_c w_c * mean_ij((S_m - r(T_n))^2) (eq. 2); the what network
+(w = softmax(f(S_m))) and the where network (lambda = relu6(g(S_m))) have weights phi learned by a bilevel
+update: after the real step, take `inner_steps` look-ahead SGD steps on beta * L_wfm and one on CE, then
+follow the CE at the resulting weights back to phi through those steps (second order; eq. 5-6).
+L2T-www multiplies the squared error by gamma from a third, which-pixels network (`WhichNetwork`).
+UFM (Romero et al. 2014, FitNets hints): equal-resolution pairs, w = 1/C_s, lambda = 1, no meta step.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_l2t import backbones, matching
+from keras_l2t.optim import TorchSGD
+
+METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www")
+META_METHODS = ("l2t_ww", "l2t_www")
+
+
+def stage_outputs(model: keras.Model, taps) -> list[str]:
+    """The last tap at each spatial resolution (e.g. the last block of each ResNet stage).
+
+    Args:
+        model: a backbone.
+        taps: its ordered tap names.
+
+    Returns:
+        One tap name per resolution, in order.
+
+    """
+    last = {}
+    for tap in taps:
+        last[tuple(model.get_layer(tap).output.shape[1:3])] = tap
+    return list(last.values())
+
+
+def _default_pairs(method: str, source_shapes, target_shapes) -> list[tuple[int, int]]:
+    if method == "scratch":
+        return []
+    if method != "ufm":
+        return matching.all_pairs(len(source_shapes), len(target_shapes))
+    pairs = []
+    for m, source in enumerate(source_shapes):
+        same = [n for n, target in enumerate(target_shapes) if target[:2] == source[:2]]
+        if not same:
+            raise ValueError(
+                f"UFM pairs maps of equal resolution, but no target tap has the size {source[:2]} of "
+                f"source tap {m}; target tap sizes: {[shape[:2] for shape in target_shapes]}."
+            )
+        pairs.append((m, same[0]))
+    return pairs
+
+
+class L2TModel(keras.Model):
+    """Train a target network with (meta-)weighted feature matching against a frozen source network.
+
+    `fit` runs `train_step`; `evaluate` and `predict` use the target alone; `model.target` is the trained
+    network (a plain Keras model that saves as `.keras`). Compile with a `TorchSGD` target optimizer (the
+    default) and, for L2T methods, a meta optimizer (default Adam, lr 1e-4, eps 1e-8).
+
+    Args:
+        source: the pretrained source network (frozen, always run in inference mode).
+        target: the target network with its classifier (returns logits).
+        method: "l2t_ww", "l2t_www", "ufm", "fm_uniform" or "scratch" (cross-entropy only).
+        pairs: (source tap index, target tap index) pairs; default all-to-all (UFM: equal resolution).
+        beta: the matching loss factor.
+        inner_steps: T, look-ahead steps on the matching loss in the meta step.
+        source_taps: source layer names; default the last tap of each resolution of the source's spec.
+        target_taps: target layer names; default the target spec's taps.
+        meta_weight_decay: coupled weight decay of the meta optimizer.
+        name: the model's name.
+
+    """
+
+    def __init__(
+        self,
+        source: keras.Model,
+        target: keras.Model,
+        *,
+        method: str = "l2t_ww",
+        pairs=None,
+        beta: float = 0.5,
+        inner_steps: int = 2,
+        source_taps=None,
+        target_taps=None,
+        meta_weight_decay: float = 1e-4,
+        name: str = "l2t",
+    ):
+        super().__init__(name=name)
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        self.method, self.beta, self.inner_steps, self.meta_weight_decay = method, beta, inner_steps, meta_weight_decay
+        source.trainable = False
+        self.source, self.target = source, target
+        if source_taps is None:
+            source_taps = stage_outputs(source, backbones.spec(source.name).taps)
+        if target_taps is None:
+            target_taps = backbones.spec(target.name).taps
+        self.source_features = backbones.tap_model(source, source_taps)
+        self.target_features = backbones.tap_model(target, target_taps, include_output=True)
+        source_shapes = [tuple(output.shape[1:]) for output in self.source_features.outputs]
+        target_shapes = [tuple(output.shape[1:]) for output in self.target_features.outputs[:-1]]
+        self.pairs = (
+            [tuple(pair) for pair in pairs]
+            if pairs is not None
+            else _default_pairs(method, source_shapes, target_shapes)
+        )
+        matching.use_exact_batch_norm(target)
+        self._build_pair_networks(source_shapes, target_shapes)
+        self.theta = list(self.target_features.trainable_variables) + [
+            variable for adapter in self.adapters for variable in adapter.trainable_variables
+        ]
+        self.phi = [variable for layer in self.what + self.where + self.which for variable in layer.trainable_variables]
+        self.trackers = {key: keras.metrics.Mean(name=key) for key in ("loss", "ce", "matching", "meta_loss")}
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.built = True
+
+    def _build_pair_networks(self, source_shapes, target_shapes) -> None:
+        self.adapters, self.what, self.where, self.which = [], [], [], []
+        for index, (m, n) in enumerate(self.pairs):
+            source_channels, target_channels = source_shapes[m][-1], target_shapes[n][-1]
+            self.adapters.append(matching.make_adapter(target_channels, source_channels, f"adapter_{index}"))
+            if self.method in META_METHODS:
+                self.what.append(matching.make_what(source_channels, f"what_{index}"))
+                self.where.append(matching.make_where(source_channels, f"where_{index}"))
+            if self.method == "l2t_www":
+                pooled = min(4, source_shapes[m][0])
+                self.which.append(matching.WhichNetwork(source_channels, pooled, name=f"which_{index}"))
+
+    def compile(self, optimizer=None, meta_optimizer=None, jit_compile: bool = False, **kwargs):
+        """Configure training.
+
+        Args:
+            optimizer: the target optimizer; default `TorchSGD(0.1, momentum=0.9, coupled_weight_decay=1e-4)`.
+                The L2T methods need a `TorchSGD` (their look-ahead steps reuse its rule and buffers).
+            meta_optimizer: the meta-networks' optimizer; default Adam(1e-4, epsilon=1e-8).
+            jit_compile: XLA; off by default (10x slower on CPU here), worth trying on a GPU.
+            **kwargs: passed to `keras.Model.compile`.
+
+        """
+        optimizer = optimizer or TorchSGD()
+        if self.method in META_METHODS and not isinstance(optimizer, TorchSGD):
+            raise TypeError(
+                f"{self.method} needs a keras_l2t.optim.TorchSGD target optimizer for its look-ahead "
+                f"steps, got {type(optimizer).__name__}."
+            )
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        self.optimizer.build(self.theta)
+        self.meta_optimizer = meta_optimizer or keras.optimizers.Adam(1e-4, epsilon=1e-8)
+        if self.phi:
+            self.meta_optimizer.build(self.phi)
+
+    @property
+    def metrics(self):
+        return [*self.trackers.values(), self.accuracy]
+
+    def call(self, inputs, training=False):
+        return self.target(inputs, training=training)
+
+    # ---------------------------------------------------------------------------------- the pieces
+
+    def meta_weights(self, source_maps):
+        """What, where and which weights of every pair (None where the method fixes them).
+
+        Args:
+            source_maps: the source taps' outputs.
+
+        Returns:
+            A list with one (w (B, C_s) or None, lambda (B,) or None, gamma (B, H, W, C_s) or None) per pair.
+
+        """
+        weights = []
+        for index, (m, n) in enumerate(self.pairs):
+            pooled = tf.reduce_mean(source_maps[m], axis=(1, 2))
+            what = where = which = None
+            if self.method in META_METHODS:
+                what = tf.nn.softmax(self.what[index](pooled), axis=-1)
+                where = tf.nn.relu6(self.where[index](pooled))[:, 0]
+            if self.method == "l2t_www":
+                size = self.target_features.outputs[n].shape[1:3]
+                which = self.which[index](source_maps[m], output_size=size)
+            weights.append((what, where, which))
+        return weights
+
+    def _forward(self, theta, inputs):
+        """Adapted target taps, logits and updated BatchNorm statistics at the given target weights.
+
+        `theta` is a list of tensors in `self.theta` order (target weights, then adapter kernels and biases).
+        """
+        count = len(self.target_features.trainable_variables)
+        non_trainable = [variable.value for variable in self.target_features.non_trainable_variables]
+        outputs, statistics = self.target_features.stateless_call(theta[:count], non_trainable, inputs, training=True)
+        adapter_values = theta[count:]
+        adapted = []
+        for index, (_, n) in enumerate(self.pairs):
+            kernel, bias = adapter_values[2 * index], adapter_values[2 * index + 1]
+            adapted.append(tf.einsum("bhwc,cd->bhwd", outputs[n], kernel) + bias)
+        return adapted, outputs[-1], statistics
+
+    def losses_at(self, theta, inputs, labels, source_maps, weights):
+        """Cross-entropy and L_wfm (eq. 2, summed over pairs) at the given target weights.
+
+        Args:
+            theta: target weights as tensors, in `self.theta` order.
+            inputs: the batch.
+            labels: its labels.
+            source_maps: the source's tapped features.
+            weights: the pairs' (what, where, which), see `meta_weights`.
+
+        Returns:
+            (cross-entropy, matching loss, logits, updated BatchNorm statistics).
+
+        """
+        adapted, logits, statistics = self._forward(theta, inputs)
+        cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        matching_loss = tf.constant(0.0, logits.dtype)
+        for (m, _), target_map, (what, where, which) in zip(self.pairs, adapted, weights, strict=True):
+            matching_loss += matching.pair_loss(source_maps[m], target_map, what, where, which)
+        return cross_entropy, matching_loss, logits, statistics
+
+    def _sgd(self, theta, velocity, loss_function):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss = loss_function(theta)
+        gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        rate = tf.cast(self.optimizer.learning_rate, theta[0].dtype)
+        steps = [self.optimizer_step(value, v, g, rate) for value, v, g in zip(theta, velocity, gradients, strict=True)]
+        return [step[0] for step in steps], [step[1] for step in steps]
+
+    def optimizer_step(self, value, velocity, gradient, rate):
+        """One differentiable step of the target optimizer's rule (see `optim.torch_sgd_step`)."""
+        velocity = self.optimizer.momentum * velocity + gradient + self.optimizer.coupled_weight_decay * value
+        return value - rate * velocity, velocity
+
+    def lookahead_loss(self, inputs, labels, source_maps):
+        """The outer objective of the meta step: CE after T matching look-ahead steps and one CE step.
+
+        Starts from the current target weights and momentum buffers; differentiable with respect to phi.
+
+        Args:
+            inputs: the (augmented) batch.
+            labels: its labels.
+            source_maps: the source's tapped features of the batch.
+
+        Returns:
+            The outer cross-entropy (scalar).
+
+        """
+        weights = self.meta_weights(source_maps)
+        theta = [tf.identity(variable.value) for variable in self.theta]
+        velocity = [tf.identity(buffer.value) for buffer in self.optimizer.velocity_for(self.theta)]
+        for _ in range(self.inner_steps):
+            theta, velocity = self._sgd(
+                theta, velocity, lambda t: self.beta * self.losses_at(t, inputs, labels, source_maps, weights)[1]
+            )
+        theta, velocity = self._sgd(
+            theta, velocity, lambda t: self.losses_at(t, inputs, labels, source_maps, weights)[0]
+        )
+        return self.losses_at(theta, inputs, labels, source_maps, weights)[0]
+
+    def meta_gradients(self, inputs, labels, source_maps):
+        """d(lookahead_loss)/d(phi) through the look-ahead steps (second order).
+
+        Returns:
+            (outer loss, gradients in `self.phi` order).
+
+        """
+        with tf.GradientTape() as tape:
+            outer = self.lookahead_loss(inputs, labels, source_maps)
+        return outer, tape.gradient(outer, self.phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    # ---------------------------------------------------------------------------------- fit / evaluate
+
+    def train_step(self, data):
+        inputs, labels = data[0], data[1]
+        source_maps = [tf.stop_gradient(x) for x in tf.nest.flatten(self.source_features(inputs, training=False))]
+        weights = self.meta_weights(source_maps)
+        theta = [variable.value for variable in self.theta]
+        with tf.GradientTape() as tape:  # 1. the real step on theta
+            tape.watch(theta)
+            cross_entropy, matching_loss, logits, statistics = self.losses_at(
+                theta, inputs, labels, source_maps, weights
+            )
+            loss = cross_entropy + self.beta * matching_loss
+        gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        self.optimizer.apply_gradients(zip(gradients, self.theta, strict=True))
+        for variable, value in zip(self.target_features.non_trainable_variables, statistics, strict=True):
+            variable.assign(value)  # BatchNorm statistics move once per step, never in the look-ahead
+        meta_loss = tf.constant(0.0, loss.dtype)
+        if self.method in META_METHODS:  # 2. the meta step on phi, from the updated theta
+            meta_loss, meta_gradients = self.meta_gradients(inputs, labels, source_maps)
+            meta_gradients = [g + self.meta_weight_decay * p for g, p in zip(meta_gradients, self.phi, strict=True)]
+            self.meta_optimizer.apply_gradients(zip(meta_gradients, self.phi, strict=True))
+        values = {"loss": loss, "ce": cross_entropy, "matching": matching_loss, "meta_loss": meta_loss}
+        for key, value in values.items():
+            self.trackers[key].update_state(value)
+        self.accuracy.update_state(labels, logits)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def test_step(self, data):
+        inputs, labels = data[0], data[1]
+        logits = self.target(inputs, training=False)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        self.trackers["loss"].update_state(loss)
+        self.accuracy.update_state(labels, logits)
+        return {"loss": self.trackers["loss"].result(), "accuracy": self.accuracy.result()}
+
+    def predict_step(self, data):
+        inputs = data[0] if isinstance(data, (tuple, list)) else data
+        return self.target(inputs, training=False)

@@ -1,0 +1,105 @@
+"""PyTorch-style SGD for Keras, usable both as a normal optimizer and as a differentiable look-ahead step."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+def torch_sgd_step(value, velocity, gradient, learning_rate, momentum: float, weight_decay: float):
+    """One PyTorch SGD step with coupled weight decay, as a pure function (differentiable).
+
+    v <- momentum * v + (g + weight_decay * theta);  theta <- theta - lr * v.
+
+    Args:
+        value: the parameter theta.
+        velocity: its momentum buffer v.
+        gradient: g.
+        learning_rate: lr.
+        momentum: the momentum factor.
+        weight_decay: the coupled weight decay (L2 penalty added to the gradient).
+
+    Returns:
+        (new value, new velocity).
+
+    """
+    velocity = momentum * velocity + gradient + weight_decay * value
+    return value - learning_rate * velocity, velocity
+
+
+class TorchSGD(keras.optimizers.Optimizer):
+    """SGD with momentum and coupled weight decay exactly as `torch.optim.SGD` (dampening 0, no Nesterov).
+
+    Keras' SGD folds the learning rate into the velocity and its `weight_decay` is decoupled; L2T-ww's
+    reference uses PyTorch's update, which this reproduces. `velocity_for(variables)` exposes the momentum
+    buffers so that `L2TModel` can take differentiable look-ahead steps with the same rule.
+
+    Args:
+        learning_rate: the step size (a float; change it per epoch with a LearningRateScheduler callback).
+        momentum: the momentum factor.
+        coupled_weight_decay: L2 penalty added to the gradients.
+        name: the optimizer's name.
+
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.1,
+        momentum: float = 0.9,
+        coupled_weight_decay: float = 1e-4,
+        name: str = "torch_sgd",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.momentum = momentum
+        self.coupled_weight_decay = coupled_weight_decay
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.velocities = [self.add_variable_from_reference(variable, "velocity") for variable in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        velocity = self.velocities[self._get_variable_index(variable)]
+        learning_rate = keras.ops.cast(learning_rate, variable.dtype)
+        new_value, new_velocity = torch_sgd_step(
+            variable,
+            velocity,
+            keras.ops.cast(gradient, variable.dtype),
+            learning_rate,
+            self.momentum,
+            self.coupled_weight_decay,
+        )
+        self.assign(velocity, new_velocity)
+        self.assign(variable, new_value)
+
+    def velocity_for(self, variables) -> list:
+        """The momentum buffers of the given (already optimised) variables, in their order."""
+        return [self.velocities[self._get_variable_index(variable)] for variable in variables]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "coupled_weight_decay": self.coupled_weight_decay})
+        return config
+
+
+def reference_cosine(epochs: int, base_learning_rate: float = 0.1):
+    """The L2T-ww reference schedule: epoch e (from 0) of E uses base/2 * (1 + cos(pi * (e + 1) / E)).
+
+    Stepped at each epoch's start, so the last epoch runs at learning rate 0, as in the reference.
+
+    Args:
+        epochs: E, the run's length.
+        base_learning_rate: the starting rate.
+
+    Returns:
+        A function epoch -> learning rate, for `keras.callbacks.LearningRateScheduler`.
+
+    """
+
+    def schedule(epoch: int, current=None) -> float:
+        return 0.5 * base_learning_rate * (1.0 + math.cos(math.pi * (epoch + 1) / epochs))
+
+    return schedule

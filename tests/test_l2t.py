@@ -1,0 +1,178 @@
+"""L2TModel: exact hypergradients, what a step moves, and fit/evaluate/predict/save (issue 4)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_l2t import backbones, matching
+from keras_l2t.l2t import METHODS, L2TModel
+from keras_l2t.optim import TorchSGD
+
+
+def tiny_source():
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inputs)
+    b = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="b")(a)
+    return keras.Model(inputs, b, name="tiny_source")
+
+
+def tiny_target(classes=3):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU(name="t1")(keras.layers.BatchNormalization(epsilon=1e-5, name="bn1")(x))
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(5, 3, padding="same", name="c2")(x)
+    x = keras.layers.ReLU(name="t2")(keras.layers.BatchNormalization(epsilon=1e-5, name="bn2")(x))
+    x = keras.layers.Dense(classes, name="classifier")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, x, name="tiny_target")
+
+
+def tiny_model(method, **kwargs):
+    model = L2TModel(
+        tiny_source(), tiny_target(), method=method, source_taps=["a", "b"], target_taps=["t1", "t2"], **kwargs
+    )
+    return model
+
+
+def batch(dtype="float32", size=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(size, 8, 8, 3)).astype(dtype), rng.integers(0, 3, size).astype("int64")
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx("float32")
+
+
+def randomise(variables, seed, scale=0.3):
+    rng = np.random.default_rng(seed)
+    for variable in variables:
+        variable.assign(variable.numpy() + scale * rng.normal(size=variable.shape))
+
+
+def meta_gradient_relative_errors(method):
+    """Relative errors of the meta-gradient that train_step applies vs central finite differences (float64)."""
+    keras.utils.set_random_seed(1)
+    model = tiny_model(method, meta_weight_decay=0.0)
+    model.compile(optimizer=TorchSGD(0.05), meta_optimizer=keras.optimizers.SGD(1.0))
+    randomise(model.phi, seed=2)  # away from the symmetric zero initialisation
+    x, y = batch("float64")
+    before = [variable.numpy().copy() for variable in model.phi]
+    model.train_on_batch(x, y)
+    applied = [b - variable.numpy() for b, variable in zip(before, model.phi, strict=True)]  # SGD lr 1: the gradient
+    source_maps = [tf.constant(m) for m in model.source_features(x, training=False)]
+
+    def outer(direction, epsilon):  # theta and the momentum buffers stay as after the real step
+        for variable, value, d in zip(model.phi, before, direction, strict=True):
+            variable.assign(value + epsilon * d)
+        return float(model.lookahead_loss(x, y, source_maps))
+
+    rng, errors = np.random.default_rng(3), []
+    for _ in range(3):
+        direction = [rng.normal(size=v.shape) for v in before]
+        numeric = (outer(direction, 1e-6) - outer(direction, -1e-6)) / 2e-6
+        analytic = sum(float(np.sum(a * d)) for a, d in zip(applied, direction, strict=True))
+        errors.append(abs(numeric - analytic) / abs(numeric))
+    return errors
+
+
+@pytest.mark.parametrize("method", ["l2t_ww", "l2t_www"])
+def test_applied_meta_gradient_matches_finite_differences(method, float64):
+    assert max(meta_gradient_relative_errors(method)) < 1e-3
+
+
+def test_keras_batch_norm_moments_would_make_the_meta_gradient_inexact(float64, monkeypatch):
+    """Why `use_exact_batch_norm` exists: tf.nn.moments stops the gradient of the mean inside the variance."""
+    monkeypatch.setattr(matching, "use_exact_batch_norm", lambda model: 0)
+    assert max(meta_gradient_relative_errors("l2t_ww")) > 1e-3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_step_moves_theta_and_phi_and_never_the_source(method):
+    keras.utils.set_random_seed(5)
+    model = tiny_model(method)
+    model.compile()
+    source = [v.numpy().copy() for v in model.source.weights]
+    theta = [v.numpy().copy() for v in model.theta]
+    phi = [v.numpy().copy() for v in model.phi]
+    logs = model.train_on_batch(*batch(), return_dict=True)
+    assert set(logs) >= {"loss", "ce", "matching", "meta_loss", "accuracy"}
+    for before, variable in zip(source, model.source.weights, strict=True):
+        np.testing.assert_array_equal(before, variable.numpy())
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(theta, model.theta, strict=True)), "every theta moves"
+    if method in ("l2t_ww", "l2t_www"):
+        assert all(not np.array_equal(b, v.numpy()) for b, v in zip(phi, model.phi, strict=True)), "every phi moves"
+    else:
+        assert phi == [] and float(logs["meta_loss"]) == 0.0
+    if method == "scratch":
+        assert float(logs["matching"]) == 0.0
+
+
+def test_batch_norm_statistics_move_once_per_step():
+    keras.utils.set_random_seed(6)
+    model = tiny_model("l2t_ww")
+    model.compile()
+    x, y = batch()
+    layer = model.target.get_layer("bn1")
+    expected_mean = layer.momentum * layer.moving_mean.numpy() + (1 - layer.momentum) * np.mean(
+        model.target.get_layer("c1")(x).numpy(), axis=(0, 1, 2)
+    )
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), expected_mean, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_evaluate_predict_and_the_target_saves_as_plain_keras(tmp_path):
+    keras.utils.set_random_seed(7)
+    model = tiny_model("l2t_www")
+    model.compile()
+    x, y = batch(size=12)
+    history = model.fit(x, y, batch_size=6, epochs=2, verbose=0, validation_data=(x, y))
+    assert {"loss", "ce", "matching", "meta_loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.history)
+    predictions = model.predict(x, verbose=0)
+    assert predictions.shape == (12, 3)
+    np.testing.assert_allclose(predictions, model.target.predict(x, verbose=0), rtol=1e-6)
+    model.target.save(tmp_path / "target.keras")
+    reloaded = keras.models.load_model(tmp_path / "target.keras")
+    assert all(type(layer).__module__.startswith("keras.") for layer in reloaded.layers)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), predictions, rtol=1e-5, atol=1e-6)
+
+
+def test_default_pairs_follow_the_paper_for_resnet32_and_vgg9():
+    source = backbones.build("resnet32")
+    l2t = L2TModel(source, backbones.build("vgg9", num_classes=10), method="l2t_ww")
+    assert [tuple(o.shape[1:]) for o in l2t.source_features.outputs] == [(32, 32, 16), (16, 16, 32), (8, 8, 64)]
+    assert len(l2t.pairs) == 15
+    ufm = L2TModel(source, backbones.build("vgg9", num_classes=10), method="ufm")
+    assert ufm.pairs == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_errors_are_explained():
+    with pytest.raises(ValueError, match="Unknown method 'l2t'"):
+        tiny_model("l2t")
+    with pytest.raises(TypeError, match="TorchSGD"):
+        tiny_model("l2t_ww").compile(optimizer=keras.optimizers.SGD(0.1))
+    source = backbones.build("resnet32")
+    with pytest.raises(ValueError, match="no target tap has the size"):
+        L2TModel(source, backbones.build("lenet5", num_classes=10), method="ufm")
+
+
+def test_which_network_starts_at_one_and_stays_non_negative():
+    layer = matching.WhichNetwork(4, 4)
+    gamma = layer(tf.random.normal((2, 16, 16, 4)), output_size=(8, 8))
+    np.testing.assert_allclose(gamma.numpy(), 1.0, rtol=1e-6)
+    layer.kernel.assign(tf.random.normal(layer.kernel.shape) * 5)
+    assert float(tf.reduce_min(layer(tf.random.normal((2, 16, 16, 4)), output_size=(8, 8)))) >= 0.0
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [(32, 2), (32, 8), (8, 32), (3, 16), (16, 16), (5, 3)])
+def test_resize_equals_tensorflow_bilinear_without_antialiasing(size_in, size_out):
+    maps = tf.random.normal((2, size_in, size_in, 3))
+    expected = tf.image.resize(maps, (size_out, size_out), method="bilinear", antialias=False)
+    np.testing.assert_allclose(matching.resize(maps, (size_out, size_out)).numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_average_matrix_pools_windows():
+    np.testing.assert_allclose(matching.average_matrix(8, 4) @ np.arange(8.0), [0.5, 2.5, 4.5, 6.5])
