@@ -176,3 +176,42 @@ def test_resize_equals_tensorflow_bilinear_without_antialiasing(size_in, size_ou
 
 def test_average_matrix_pools_windows():
     np.testing.assert_allclose(matching.average_matrix(8, 4) @ np.arange(8.0), [0.5, 2.5, 4.5, 6.5])
+
+
+def test_meta_weights_logger_writes_where_what_and_which(tmp_path):
+    from keras_l2t.callbacks import MetaWeightsLogger, read_scalars
+
+    keras.utils.set_random_seed(8)
+    model = tiny_model("l2t_www")
+    model.compile()
+    x, y = batch(size=6)
+    model.fit(x, y, batch_size=6, epochs=2, verbose=0, callbacks=[MetaWeightsLogger(x, str(tmp_path))])
+    scalars = read_scalars(str(tmp_path))
+    pairs = len(model.pairs)
+    assert len([tag for tag in scalars if tag.startswith("where/")]) == pairs
+    entropies = [values for tag, values in scalars.items() if tag.startswith("what_entropy/")]
+    assert len(entropies) == pairs and all(len(values) == 2 for values in entropies)
+    assert all(0 < value <= np.log(6) + 1e-6 for values in entropies for _, value in values)
+    tags = set()
+    for record in tf.data.TFRecordDataset([str(p) for p in (tmp_path / "meta").glob("events*")]):
+        tags |= {value.tag for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
+    assert any(tag.startswith("which/") for tag in tags) and any(tag.startswith("what/") for tag in tags)
+
+
+def test_reference_cosine_schedule():
+    from keras_l2t.optim import reference_cosine
+
+    schedule = reference_cosine(200)
+    assert abs(schedule(0) - 0.05 * (1 + np.cos(np.pi / 200))) < 1e-12
+    assert schedule(199) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_torch_sgd_matches_the_pytorch_update_rule():
+    variable = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer = TorchSGD(0.1, momentum=0.9, coupled_weight_decay=0.01)
+    expected, velocity = np.array([1.0, -2.0]), np.zeros(2)
+    for gradient in (np.array([0.5, 0.25]), np.array([-1.0, 2.0])):
+        optimizer.apply_gradients([(tf.constant(gradient, "float32"), variable)])
+        velocity = 0.9 * velocity + gradient + 0.01 * expected
+        expected = expected - 0.1 * velocity
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)

@@ -1,0 +1,71 @@
+"""Seconds per train_step of scratch, UFM, L2T-ww and L2T-www (vgg9 target, resnet32 source, 32x32).
+
+    python benchmarks/step_time.py --batch-size 128 --steps 3
+
+Also times a plain Keras `compile` + `fit` step of vgg9 on cross-entropy, as the floor.
+"""
+
+import argparse
+import json
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_l2t import backbones
+from keras_l2t.l2t import L2TModel
+
+
+def seconds_per_step(model, dataset, steps: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # traces the step
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    return first, (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--methods", default="plain_keras,scratch,ufm,l2t_ww,l2t_www")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, args.batch_size)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    source = backbones.build("resnet32")
+    results = {}
+    for method in args.methods.split(","):
+        target = backbones.build("vgg9", num_classes=10)
+        if method == "plain_keras":
+            model = target
+            model.compile(
+                keras.optimizers.SGD(0.1, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=False,
+            )
+        else:
+            model = L2TModel(source, target, method=method)
+            model.compile()
+        first, seconds = seconds_per_step(model, dataset, args.steps)
+        results[method] = seconds
+        print(
+            json.dumps(
+                {
+                    "method": method,
+                    "batch_size": args.batch_size,
+                    "first_step_s": round(first, 1),
+                    "seconds_per_step": round(seconds, 3),
+                }
+            ),
+            flush=True,
+        )
+    if "scratch" in results and "l2t_ww" in results:
+        print(json.dumps({"l2t_ww_over_scratch": round(results["l2t_ww"] / results["scratch"], 2)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Callbacks: what the L2T meta-networks decide, written to TensorBoard at epoch ends."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def entropy(weights) -> tf.Tensor:
+    """Mean Shannon entropy (nats) of rows of channel weights that sum to 1.
+
+    Args:
+        weights: (B, C) probabilities.
+
+    Returns:
+        The entropy averaged over the batch; log(C) means uniform, 0 means one channel.
+    """
+    return tf.reduce_mean(-tf.reduce_sum(weights * tf.math.log(weights + 1e-12), axis=-1))
+
+
+class MetaWeightsLogger(keras.callbacks.Callback):
+    """Log each pair's where weight (lambda), what entropy (w) and which maps (gamma) for a fixed batch.
+
+    Runs eagerly at epoch ends, never inside the compiled train_step. Scalars `where/pair_k` (mean lambda)
+    and `what_entropy/pair_k`; histograms `what/pair_k`; for L2T-www images `which/pair_k` (gamma of the
+    first images, averaged over channels, scaled to [0, 1]).
+
+    Args:
+        inputs: a fixed, preprocessed batch to evaluate the meta-networks on.
+        log_dir: the TensorBoard run folder; events go to `<log_dir>/meta`.
+        images: how many gamma maps to log per pair.
+    """
+
+    def __init__(self, inputs, log_dir: str, images: int = 3):
+        super().__init__()
+        self.inputs, self.images = inputs, images
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "meta"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        if not model.pairs:
+            return
+        source_maps = list(tf.nest.flatten(model.source_features(self.inputs, training=False)))
+        with self.writer.as_default(step=epoch):
+            for index, (what, where, which) in enumerate(model.meta_weights(source_maps)):
+                pair = model.pairs[index]
+                label = f"pair_{index}_s{pair[0]}_t{pair[1]}"
+                if where is not None:
+                    tf.summary.scalar(f"where/{label}", tf.reduce_mean(where))
+                if what is not None:
+                    tf.summary.scalar(f"what_entropy/{label}", entropy(what))
+                    tf.summary.histogram(f"what/{label}", what)
+                if which is not None:
+                    maps = tf.reduce_mean(which[: self.images], axis=-1, keepdims=True)
+                    scaled = maps / (tf.reduce_max(maps, axis=(1, 2, 3), keepdims=True) + 1e-12)
+                    tf.summary.image(f"which/{label}", scaled, max_outputs=self.images)
+        self.writer.flush()
+
+
+def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """Read the scalar summaries of a TensorBoard folder (tests, notebooks, plots).
+
+    Args:
+        log_dir: a folder holding `events.out.tfevents.*` files (searched recursively).
+
+    Returns:
+        tag -> [(step, value), ...] in file order.
+    """
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for folder, _, files in os.walk(log_dir):
+        for name in sorted(f for f in files if f.startswith("events.out.tfevents")):
+            for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    if value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
+                        number = float(np.asarray(tf.make_ndarray(value.tensor)))
+                        scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
