@@ -108,6 +108,14 @@ def torch_uniform(fan_in: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def _built_dense(inputs: int, units: int, kernel_initializer, bias_initializer, name: str) -> keras.layers.Dense:
+    layer = keras.layers.Dense(
+        units, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, name=name
+    )
+    layer.build((None, inputs))
+    return layer
+
+
 def make_adapter(target_channels: int, source_channels: int, name: str) -> keras.layers.Dense:
     """The adapter r of a pair: a 1x1 convolution with bias, target channels -> source channels.
 
@@ -123,9 +131,7 @@ def make_adapter(target_channels: int, source_channels: int, name: str) -> keras
 
     """
     init = torch_uniform(target_channels)
-    layer = keras.layers.Dense(source_channels, kernel_initializer=init, bias_initializer=init, name=name)
-    layer.build((None, target_channels))
-    return layer
+    return _built_dense(target_channels, source_channels, init, init, name)
 
 
 def make_what(source_channels: int, name: str) -> keras.layers.Dense:
@@ -139,9 +145,7 @@ def make_what(source_channels: int, name: str) -> keras.layers.Dense:
         A built Dense layer; `softmax(f(pooled source))` gives w.
 
     """
-    layer = keras.layers.Dense(source_channels, kernel_initializer="zeros", bias_initializer="zeros", name=name)
-    layer.build((None, source_channels))
-    return layer
+    return _built_dense(source_channels, source_channels, "zeros", "zeros", name)
 
 
 def make_where(source_channels: int, name: str) -> keras.layers.Dense:
@@ -155,9 +159,7 @@ def make_where(source_channels: int, name: str) -> keras.layers.Dense:
         A built Dense layer; `relu6(g(pooled source))` gives lambda.
 
     """
-    layer = keras.layers.Dense(1, kernel_initializer=torch_uniform(source_channels), bias_initializer="ones", name=name)
-    layer.build((None, source_channels))
-    return layer
+    return _built_dense(source_channels, 1, torch_uniform(source_channels), "ones", name)
 
 
 class WhichNetwork(keras.layers.Layer):
