@@ -42,15 +42,22 @@ def batch(dtype="float32", size=6, seed=0):
 
 @pytest.fixture
 def float64():
+    policy = keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # the global policy, once created, no longer follows floatx
     yield
     keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy(policy)
 
 
-def randomise(variables, seed, scale=0.3):
+def set_meta_weights(model, seed):
+    """Seeded what/which weights and small where kernels (lambda stays near its initial 1)."""
     rng = np.random.default_rng(seed)
-    for variable in variables:
-        variable.assign(variable.numpy() + scale * rng.normal(size=variable.shape))
+    for layer in model.what + model.which:
+        for variable in layer.weights:
+            variable.assign(variable.numpy() + 0.3 * rng.normal(size=variable.shape))
+    for layer in model.where:
+        layer.kernel.assign(0.05 * rng.normal(size=layer.kernel.shape))
 
 
 def meta_gradient_relative_errors(method):
@@ -58,12 +65,15 @@ def meta_gradient_relative_errors(method):
     keras.utils.set_random_seed(1)
     model = tiny_model(method, meta_weight_decay=0.0)
     model.compile(optimizer=TorchSGD(0.05), meta_optimizer=keras.optimizers.SGD(1.0))
-    randomise(model.phi, seed=2)  # away from the symmetric zero initialisation
+    assert all(variable.dtype == "float64" for variable in model.phi + model.theta)
+    set_meta_weights(model, seed=2)  # away from the symmetric zero initialisation, independent of Keras' RNG
     x, y = batch("float64")
+    source_maps = [tf.constant(m) for m in model.source_features(x, training=False)]
+    lambdas = np.concatenate([where.numpy() for _, where, _ in model.meta_weights(source_maps)])
+    assert np.all((lambdas > 0.05) & (lambdas < 5.95)), "the test needs every lambda inside ReLU6's linear range"
     before = [variable.numpy().copy() for variable in model.phi]
     model.train_on_batch(x, y)
     applied = [b - variable.numpy() for b, variable in zip(before, model.phi, strict=True)]  # SGD lr 1: the gradient
-    source_maps = [tf.constant(m) for m in model.source_features(x, training=False)]
 
     def outer(direction, epsilon):  # theta and the momentum buffers stay as after the real step
         for variable, value, d in zip(model.phi, before, direction, strict=True):
