@@ -26,7 +26,7 @@ def fake_download(monkeypatch, tmp_path):
     from keras.src.utils import file_utils
 
     served: dict[str, Path] = {}
-    (tmp_path / "keras_home").mkdir()  # Keras falls back to /tmp/.keras for a cache folder it cannot write
+    (tmp_path / "keras_home").mkdir()  # Keras falls back to a temporary cache when this folder is missing
     monkeypatch.setattr(file_utils.config, "keras_home", lambda: str(tmp_path / "keras_home"))
 
     def urlretrieve(url, target, *unused):
