@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_l2t import backbones, matching
-from keras_l2t.optim import TorchSGD
+from keras_l2t.optim import TorchSGD, torch_sgd_step
 
 METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www")
 META_METHODS = ("l2t_ww", "l2t_www")
@@ -229,13 +229,12 @@ class L2TModel(keras.Model):
             loss = loss_function(theta)
         gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         rate = tf.cast(self.optimizer.learning_rate, theta[0].dtype)
-        steps = [self.optimizer_step(value, v, g, rate) for value, v, g in zip(theta, velocity, gradients, strict=True)]
+        momentum, decay = self.optimizer.momentum, self.optimizer.coupled_weight_decay
+        steps = [
+            torch_sgd_step(value, v, g, rate, momentum, decay)
+            for value, v, g in zip(theta, velocity, gradients, strict=True)
+        ]
         return [step[0] for step in steps], [step[1] for step in steps]
-
-    def optimizer_step(self, value, velocity, gradient, rate):
-        """One differentiable step of the target optimizer's rule (see `optim.torch_sgd_step`)."""
-        velocity = self.optimizer.momentum * velocity + gradient + self.optimizer.coupled_weight_decay * value
-        return value - rate * velocity, velocity
 
     def lookahead_loss(self, inputs, labels, source_maps):
         """The outer objective of the meta step: CE after T matching look-ahead steps and one CE step.
