@@ -1,4 +1,4 @@
-"""Callbacks: what the L2T meta-networks decide, written to TensorBoard at epoch ends."""
+"""Callbacks: the early-stop point of a run, and what the L2T meta-networks decide, in TensorBoard."""
 
 from __future__ import annotations
 
@@ -79,3 +79,75 @@ def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
                         number = float(np.asarray(tf.make_ndarray(value.tensor)))
                         scalars.setdefault(value.tag, []).append((event.step, number))
     return scalars
+
+
+class EarlyStopPoint(keras.callbacks.EarlyStopping):
+    """Early stopping on a validation metric that records the best epoch (the early-stop point).
+
+    At each epoch end it writes `early_stop/best_epoch` (1-based) and `early_stop/best_<metric>` to
+    `<log_dir>/validation`, beside Keras' own TensorBoard curves, and a text summary when training ends.
+    With `patience=None` it never stops training but still records (and restores) the best epoch.
+
+    Args:
+        log_dir: the run's TensorBoard directory; None writes nothing.
+        monitor: the metric, e.g. "val_accuracy" (maximised) or "val_loss" (minimised).
+        patience: epochs without improvement before stopping; None to train to the end.
+        restore_best_weights: leave the model at its best epoch when training ends.
+
+    """
+
+    def __init__(
+        self,
+        log_dir: str | None = None,
+        monitor: str = "val_accuracy",
+        patience: int | None = None,
+        restore_best_weights: bool = True,
+    ):
+        mode = "min" if monitor.endswith("loss") else "max"
+        super().__init__(
+            monitor=monitor,
+            mode=mode,
+            patience=patience if patience is not None else 2**31,
+            restore_best_weights=restore_best_weights,
+        )
+        self.log_dir = log_dir
+        self._writer = None
+
+    def _write(self, function, *args, step: int) -> None:
+        if self.log_dir is None:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "validation"))
+        with self._writer.as_default():
+            function(*args, step=step)
+        self._writer.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best is not None and logs and self.monitor in logs:
+            self._write(tf.summary.scalar, "early_stop/best_epoch", self.best_epoch + 1, step=epoch)
+            self._write(tf.summary.scalar, f"early_stop/best_{self.monitor}", float(self.best), step=epoch)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        summary = self.result()
+        if summary["best_epoch"] is not None:
+            text = f"best epoch {summary['best_epoch']} ({self.monitor} {summary['best_value']:.4f})" + (
+                f", stopped after epoch {summary['stopped_epoch']}" if summary["stopped_epoch"] else ""
+            )
+            self._write(tf.summary.text, "early_stop", text, step=summary["best_epoch"] - 1)
+
+    def result(self) -> dict:
+        """The early-stop point.
+
+        Returns:
+            {"best_epoch": 1-based epoch or None, "best_value": the monitored value there, "stopped_epoch":
+            1-based epoch at which patience ran out, or None}.
+
+        """
+        found = self.best is not None
+        return {
+            "best_epoch": self.best_epoch + 1 if found else None,
+            "best_value": float(self.best) if found else None,
+            "stopped_epoch": self.stopped_epoch + 1 if self.stopped_epoch else None,
+        }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import os
 import pickle
 import zipfile
@@ -72,6 +73,9 @@ def keras_cache_path(file_name: str) -> str:
     return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models", file_name)
 
 
+MIRROR_VARIABLE = "KERAS_L2T_WEIGHTS_DIR"
+
+
 def offline_hint(backbone: str, source: WeightSource, error: Exception) -> str:
     """The message for named weights that could not be downloaded.
 
@@ -87,21 +91,62 @@ def offline_hint(backbone: str, source: WeightSource, error: Exception) -> str:
     return (
         f"Could not download the pretrained weights of {backbone!r} from {source.url} ({error}). "
         f"If this machine is offline, download the file elsewhere and pass its local path instead, "
-        f"e.g. weights='/path/to/{source.file_name}', or copy it to {keras_cache_path(source.file_name)}."
+        f"e.g. weights='/path/to/{source.file_name}', copy it to {keras_cache_path(source.file_name)}, or list "
+        f"its folder in the {MIRROR_VARIABLE} environment variable."
     )
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_in_mirror(source: WeightSource) -> str | None:
+    """Find a named weights file in the local folders listed in `$KERAS_L2T_WEIGHTS_DIR` (os.pathsep-separated).
+
+    A file matches by its name (then its checksum must agree) or, when the source has a SHA-256, by content
+    under any name: an offline machine can point the variable at a folder of already downloaded weights.
+
+    Args:
+        source: the file's name and checksum.
+
+    Returns:
+        The path of the matching file, or None.
+
+    Raises:
+        WeightsError: a file of the right name whose checksum differs.
+
+    """
+    for folder in filter(None, os.environ.get(MIRROR_VARIABLE, "").split(os.pathsep)):
+        named = os.path.join(folder, source.file_name)
+        if os.path.isfile(named):
+            if source.sha256 and _sha256(named) != source.sha256:
+                raise WeightsError(f"{named} does not have the expected SHA-256 {source.sha256}.")
+            return named
+        if source.sha256 and os.path.isdir(folder):
+            for entry in sorted(os.scandir(folder), key=lambda item: item.name):
+                if entry.is_file() and _sha256(entry.path) == source.sha256:
+                    return entry.path
+    return None
+
+
 def download(source: WeightSource, backbone: str) -> str:
-    """Download (or find in the Keras cache) a named weights file.
+    """Find a named weights file in the local mirror (`find_in_mirror`), or download it into the Keras cache.
 
     Args:
         source: the file's address, name and checksum.
         backbone: the backbone's name, for error messages.
 
     Returns:
-        The local path of the cached file.
+        The local path of the file.
 
     """
+    mirrored = find_in_mirror(source)
+    if mirrored:
+        return mirrored
     try:
         return keras.utils.get_file(source.file_name, source.url, file_hash=source.sha256, cache_subdir="models")
     except Exception as error:  # keras raises a bare Exception on a failed fetch

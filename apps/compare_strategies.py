@@ -1,0 +1,100 @@
+"""Compare transfer strategies on a dataset: every strategy x samples per class x seed, then tables and plots.
+
+    python apps/compare_strategies.py --dataset cifar10 --preset quick
+    python apps/compare_strategies.py --dataset ../shared/data/cifar10 --preset course --backbone squeezenet1_1 \
+        --weights ../shared/weights/squeezenet_v1.1_imagenet_notop.h5
+
+Results go to --out: results.csv (one row per finished run; re-running skips them), summary.md (mean +- std,
+Mann-Whitney U p-values), accuracy_vs_samples.png, learning_curves.png, history/ and tb/ (TensorBoard:
+`tensorboard --logdir <out>/tb`). Presets: course (the four classic strategies, full training set), thesis
+(scratch, UFM, L2T-ww, L2T-www at N = 10..150, 200 epochs, 30 seeds: for a GPU), quick (a CPU-sized thesis).
+Offline, named weights are looked up in the folders of $KERAS_L2T_WEIGHTS_DIR.
+"""
+
+import argparse
+import sys
+
+from keras_l2t import grid, strategies
+from keras_l2t.weights import WeightsError, WeightsUnavailableError
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def seeds(text: str):
+    return int(text) if "," not in text else [int(item) for item in comma_list(text)]
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="a TFDS name (cifar10, ...) or an image folder")
+    parser.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    parser.add_argument("--download", action="store_true", help="let TFDS download the dataset")
+    parser.add_argument("--preset", choices=sorted(grid.PRESETS), help="a starting grid; any option overrides it")
+    parser.add_argument("--strategies", type=comma_list, help="comma list of: " + ", ".join(strategies.names()))
+    parser.add_argument("--backbone", help="backbone of the classic strategies")
+    parser.add_argument("--weights", help="its weights: imagenet (or another named set), a file, or none")
+    parser.add_argument("--source", help="source network of the feature-matching methods (default resnet32)")
+    parser.add_argument("--source-weights", help="its weights: tinyimagenet, a file, or none")
+    parser.add_argument("--target", help="target network of the feature-matching methods (default vgg9)")
+    parser.add_argument("--samples-per-class", type=comma_list, help="comma list of N, or 'all'")
+    parser.add_argument("--imbalanced", action="store_true", default=None, help="the last class gets N / 10")
+    parser.add_argument("--seeds", type=seeds, help="a number of seeds, or a comma list of seeds")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--image-size", type=int, help="input height and width")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--validation", type=float, help="validation split: a fraction, or a count if >= 1")
+    parser.add_argument("--patience", type=int, help="early-stopping patience (default: train every epoch)")
+    parser.add_argument("--baseline", help="compare every strategy with this one (default: the previous one)")
+    parser.add_argument("--out", help="output folder (default runs/<preset>)")
+    parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    validation = args.validation
+    if validation is not None and validation >= 1:
+        validation = int(validation)
+    fields = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "download": args.download or None,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "source": args.source,
+        "source_weights": args.source_weights,
+        "target": args.target,
+        "imbalanced": args.imbalanced,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "learning_rate": args.learning_rate,
+        "validation": validation,
+        "patience": args.patience,
+    }
+    fields = {key: (None if value == "none" else value) for key, value in fields.items() if value is not None}
+    try:
+        grid.compare(
+            args.preset,
+            out=args.out or f"runs/{args.preset or 'compare'}",
+            strategy_names=args.strategies,
+            samples_per_class=args.samples_per_class,
+            seeds=args.seeds,
+            quiet=args.quiet,
+            baseline=args.baseline,
+            **fields,
+        )
+    except KeyboardInterrupt:
+        print("\nInterrupted: every finished run is in results.csv; run the same command again to continue.")
+        return 130
+    except (KeyError, ValueError, FileNotFoundError, WeightsError, WeightsUnavailableError) as error:
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

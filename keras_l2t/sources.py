@@ -1,0 +1,286 @@
+"""Where images come from: image folders, TFDS datasets and in-memory arrays, read into uint8 arrays.
+
+Every reader returns a `Source`: the splits it found (each images uint8 (N, H, W, 3) and labels int64 (N,))
+and the class names. Images are decoded once; folder reads are kept in memory for the rest of the process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class Source:
+    """Decoded images of a dataset, by split.
+
+    Args:
+        splits: split name -> (images uint8 (N, H, W, 3), labels int64 (N,)).
+        class_names: the class of each label value.
+        name: where it came from (for messages and results).
+
+    """
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    class_names: list[str]
+    name: str = ""
+
+
+def list_image_folder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
+    """List the images of a `<root>/<class>/*` folder.
+
+    Args:
+        root: a folder with one sub-folder per class.
+
+    Returns:
+        (file paths, integer labels, class names sorted alphabetically).
+
+    Raises:
+        FileNotFoundError: the folder does not exist. ValueError: no class folders, or a class without images.
+
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder {str(root)!r} does not exist; expected <root>/<class>/<image> files.")
+    class_names = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not class_names:
+        raise ValueError(f"Image folder {str(root)!r} has no class sub-folders; expected <root>/<class>/<image> files.")
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(str(f) for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"Class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        paths += files
+        labels += [label] * len(files)
+    return paths, np.asarray(labels, "int64"), class_names
+
+
+def read_image(path: str, image_size: int | None = None) -> np.ndarray:
+    """Read one image as RGB uint8, optionally resized (bilinear, antialiased) to a square.
+
+    Args:
+        path: the image file.
+        image_size: the output height and width; None keeps the image's own size.
+
+    Returns:
+        An array of shape (height, width, 3), dtype uint8.
+
+    Raises:
+        ValueError: naming the file when it cannot be decoded.
+
+    """
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"Cannot read image {path!r}: {error}") from error
+    if image_size is not None and array.shape[:2] != (image_size, image_size):
+        resized = tf.image.resize(array, (image_size, image_size), antialias=True)
+        array = np.clip(np.round(resized.numpy()), 0, 255).astype("uint8")
+    return array
+
+
+def read_images(paths: list[str], image_size: int | None = None) -> np.ndarray:
+    """Read many images (see `read_image`) in parallel threads into one uint8 array (N, size, size, 3).
+
+    Args:
+        paths: image files.
+        image_size: common output size; required unless every image has the same size.
+
+    Returns:
+        The stacked images.
+
+    Raises:
+        ValueError: an unreadable file (named), or images of different sizes without `image_size`.
+
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        images = list(pool.map(functools.partial(read_image, image_size=image_size), paths, chunksize=64))
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"Images have different sizes ({sorted(shapes)[:3]}...); pass image_size to resize them to one size."
+        )
+    return np.stack(images) if images else np.zeros((0, image_size or 0, image_size or 0, 3), "uint8")
+
+
+def load_image_folder(
+    root: str | os.PathLike, image_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a whole `<root>/<class>/*` folder into memory.
+
+    Args:
+        root: the folder.
+        image_size: output height and width (None keeps the images' own, equal sizes).
+
+    Returns:
+        (images uint8 (N, size, size, 3), labels int64 (N,), class names).
+
+    """
+    paths, labels, class_names = list_image_folder(root)
+    return read_images(paths, image_size), labels, class_names
+
+
+def _same_size(paths: list[str]) -> bool:
+    sizes = set()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"Cannot read image {path!r}: {error}") from error
+        if len(sizes) > 1:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def _list_folder(root: str, modified: float) -> tuple[list[str], np.ndarray, tuple, bool]:
+    paths, labels, class_names = list_image_folder(root)
+    return paths, labels, tuple(class_names), _same_size(paths)
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_folder(root: str, image_size: int | None, modified: float) -> np.ndarray:
+    return read_images(_list_folder(root, modified)[0], image_size)
+
+
+def _read_folder_split(root: str, image_size: int | None, modified: float) -> tuple[np.ndarray, np.ndarray, tuple]:
+    _, labels, class_names, same = _list_folder(root, modified)
+    if not same and image_size is None:
+        raise ValueError(f"Images under {root!r} have different sizes; pass image_size to resize them when read.")
+    return _decode_folder(root, None if same else image_size, modified), labels, class_names
+
+
+def read_folder(root: str | os.PathLike, image_size: int | None = None) -> Source:
+    """Read an image folder: `<root>/<split>/<class>/*` (splits train, validation, test) or `<root>/<class>/*`.
+
+    Images that all share one size are kept at it (e.g. CIFAR's 32x32, resized later in the pipeline);
+    otherwise they are resized to `image_size` when decoded. Reads are cached for the process.
+
+    Args:
+        root: the folder.
+        image_size: the size to decode images of mixed sizes to.
+
+    Returns:
+        A `Source`; a folder without split sub-folders becomes a single "train" split.
+
+    Raises:
+        FileNotFoundError: missing folder. ValueError: empty folder, unreadable image (named), or class
+        sets that differ between splits.
+
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Dataset folder {str(root)!r} does not exist. Give a TFDS name (e.g. 'cifar10') or a folder laid out "
+            "as <root>/<split>/<class>/<image> or <root>/<class>/<image>."
+        )
+    split_roots = {split: root / split for split in SPLIT_NAMES if (root / split).is_dir()}
+    if "train" not in split_roots:
+        split_roots = {"train": root}
+    splits, class_names = {}, None
+    for split, split_root in split_roots.items():
+        images, labels, names = _read_folder_split(str(split_root), image_size, split_root.stat().st_mtime)
+        if class_names is not None and list(names) != class_names:
+            raise ValueError(
+                f"The class folders of {str(split_root)!r} {list(names)} differ from those of the train split "
+                f"{class_names}; every split needs the same class sub-folders."
+            )
+        class_names = list(names)
+        splits[split] = (images, labels)
+    return Source(splits, class_names, str(root))
+
+
+def from_arrays(arrays, class_names: list[str] | None = None) -> Source:
+    """Wrap in-memory images.
+
+    Args:
+        arrays: (images, labels) for a training set only, or a dict split name -> (images, labels). Images are
+            uint8 or float in [0, 255], shape (N, H, W, 3) (grey (N, H, W) or (N, H, W, 1) is repeated to RGB).
+        class_names: optional names; default "0", "1", ...
+
+    Returns:
+        A `Source`.
+
+    Raises:
+        ValueError: wrong shapes, mismatched lengths, or an unknown split name.
+
+    """
+    if not isinstance(arrays, dict):
+        arrays = {"train": arrays}
+    splits = {}
+    for split, pair in arrays.items():
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"Unknown split {split!r}; use {', '.join(SPLIT_NAMES)}.")
+        images, labels = np.asarray(pair[0]), np.asarray(pair[1]).reshape(-1).astype("int64")
+        if images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 1):
+            images = np.repeat(images.reshape(images.shape[:3] + (1,)), 3, axis=-1)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"{split} images must have shape (N, height, width, 3), got {images.shape}.")
+        if len(images) != len(labels):
+            raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels.")
+        splits[split] = (np.clip(images, 0, 255).astype("uint8"), labels)
+    num_classes = int(max(labels.max(initial=-1) for _, labels in splits.values())) + 1
+    return Source(splits, list(class_names) if class_names else [str(c) for c in range(num_classes)], "arrays")
+
+
+def _tfds_split_to_arrays(dataset, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for image, label in dataset.as_numpy_iterator():
+        if image_size is not None and image.shape[:2] != (image_size, image_size):
+            image = np.clip(np.round(tf.image.resize(image, (image_size, image_size), antialias=True)), 0, 255)
+        images.append(np.asarray(image, "uint8"))
+        labels.append(label)
+    if len({image.shape for image in images}) > 1:
+        raise ValueError("This TFDS dataset has images of different sizes; pass image_size to resize them.")
+    return np.stack(images), np.asarray(labels, "int64")
+
+
+def read_tfds(name: str, *, data_dir: str | None = None, download: bool = False, image_size: int | None = None):
+    """Read a TFDS image classification dataset (every split it has) with `tfds.load`.
+
+    Args:
+        name: a TFDS name, e.g. "cifar10", "cifar100", "stl10", "cats_vs_dogs".
+        data_dir: where TFDS keeps prepared datasets (default: TFDS_DATA_DIR or ~/tensorflow_datasets).
+        download: let TFDS download and prepare it when it is missing.
+        image_size: size to resize images of mixed sizes to.
+
+    Returns:
+        A `Source` with the splits train / validation / test that the dataset has.
+
+    Raises:
+        ValueError: an unknown name (lists close ones). FileNotFoundError: not prepared locally and
+        `download` off (or offline), saying how to point `data_dir` / TFDS_DATA_DIR at a copy.
+
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(f"Unknown dataset {name!r}: not a folder and not a TFDS name. {str(error)[:300]}") from error
+    try:
+        if download:
+            builder.download_and_prepare()
+        splits = [split for split in SPLIT_NAMES if split in builder.info.splits] or ["train", "test"]
+        loaded = tfds.load(name, split=splits, data_dir=data_dir, download=False, as_supervised=True)
+    except Exception as error:
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not available here ({type(error).__name__}: {str(error)[:200]}). Pass "
+            "download=True (--download) when online, or point data_dir (--data-dir) or the TFDS_DATA_DIR "
+            "environment variable at a folder where it is already prepared, or give an image folder instead."
+        ) from error
+    arrays = {split: _tfds_split_to_arrays(dataset, image_size) for split, dataset in zip(splits, loaded, strict=True)}
+    label_feature = builder.info.features["label"]
+    return Source(arrays, list(label_feature.names), name)

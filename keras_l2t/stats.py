@@ -1,0 +1,258 @@
+"""Tables, significance tests and plots of a comparison's results (one row per run, see `grid`).
+
+The thesis-style table gives mean +- std of test accuracy per method and samples per class, and the two-sided
+Mann-Whitney U test (scipy.stats.mannwhitneyu) of each method against a baseline; the course-style table gives
+train / validation / test accuracy and time per strategy and the model that validation picks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+SIGNIFICANCE = 0.05
+
+
+def _percent(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def _order(results: pd.DataFrame, order=None) -> list[str]:
+    present = list(dict.fromkeys(results["strategy"]))
+    return [name for name in order if name in present] if order else present
+
+
+def _sample_sizes(results: pd.DataFrame) -> list:
+    values = list(dict.fromkeys(results["samples_per_class"]))
+    numbers = sorted(value for value in values if str(value) != "all")
+    return numbers + [value for value in values if str(value) == "all"]
+
+
+def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None) -> pd.DataFrame:
+    """Two-sided Mann-Whitney U tests of test accuracy, per samples-per-class value.
+
+    Args:
+        results: one row per run with strategy, samples_per_class and test_accuracy.
+        order: the methods in order; default their order of appearance.
+        baseline: compare every method with this one; None compares each with the previous in `order`.
+
+    Returns:
+        Rows (samples_per_class, method, baseline, runs, baseline_runs, U, p_value, significant).
+
+    """
+    methods, rows = _order(results, order), []
+    for samples in _sample_sizes(results):
+        at = results[results["samples_per_class"] == samples]
+        for index, method in enumerate(methods):
+            against = baseline or (methods[index - 1] if index else None)
+            if against is None or against == method:
+                continue
+            a = at.loc[at["strategy"] == method, "test_accuracy"].dropna().to_numpy(float)
+            b = at.loc[at["strategy"] == against, "test_accuracy"].dropna().to_numpy(float)
+            if len(a) and len(b):
+                test = scipy_stats.mannwhitneyu(a, b, alternative="two-sided")
+                u, p = float(test.statistic), float(test.pvalue)
+            else:
+                u, p = float("nan"), float("nan")
+            rows.append((samples, method, against, len(a), len(b), u, p, bool(p < SIGNIFICANCE)))
+    columns = ["samples_per_class", "method", "baseline", "runs", "baseline_runs", "U", "p_value", "significant"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def accuracy_table(results: pd.DataFrame, order=None, baseline: str | None = None) -> str:
+    """The thesis-style markdown table: test accuracy (%) mean +- std (runs) per method and N.
+
+    A `*` marks a significant difference (p < 0.05) from the baseline (see `mann_whitney`).
+
+    Args:
+        results: one row per run.
+        order: the methods in order.
+        baseline: see `mann_whitney`.
+
+    Returns:
+        Markdown text: the table, then the table of p-values.
+
+    """
+    sizes, methods = _sample_sizes(results), _order(results, order)
+    tests = mann_whitney(results, methods, baseline)
+    marks = {(row.samples_per_class, row.method): row for row in tests.itertuples()}
+    lines = ["| method | " + " | ".join(f"N = {size}" for size in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for size in sizes:
+            values = results.loc[
+                (results["strategy"] == method) & (results["samples_per_class"] == size), "test_accuracy"
+            ].dropna()
+            if values.empty:
+                cells.append("")
+                continue
+            test = marks.get((size, method))
+            mark = "*" if test is not None and test.significant else ""
+            spread = f" ± {100 * values.std(ddof=1):.1f}" if len(values) > 1 else ""
+            cells.append(f"{100 * values.mean():.1f}{spread}{mark} ({len(values)})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Two-sided Mann-Whitney U tests of test accuracy (* : p < 0.05):", ""]
+    lines += ["| N | method | vs | U | p |", "|---|---|---|---|---|"]
+    for row in tests.itertuples():
+        p = "n/a" if math.isnan(row.p_value) else f"{row.p_value:.3g}{' *' if row.significant else ''}"
+        lines.append(f"| {row.samples_per_class} | {row.method} | {row.baseline} | {row.U:g} | {p} |")
+    return "\n".join(lines)
+
+
+def course_table(results: pd.DataFrame, order=None) -> str:
+    """The course-style markdown table: per strategy, train / validation / test accuracy (%) and time.
+
+    With several seeds the values are means. The last line names the strategy validation picks and its test
+    accuracy (the honest choice: test accuracy never picks).
+
+    Args:
+        results: one row per run.
+        order: the strategies in order.
+
+    Returns:
+        Markdown text.
+
+    """
+    lines = [
+        "| strategy | network | epochs run | best epoch | train | validation | test | seconds | runs |",
+        "|---" * 9 + "|",
+    ]
+    means = {}
+    for method in _order(results, order):
+        rows = results[results["strategy"] == method]
+        mean = rows[["train_accuracy", "validation_accuracy", "test_accuracy", "wall_seconds"]].mean(numeric_only=True)
+        means[method] = mean
+        lines.append(
+            f"| {method} | {rows['network'].iloc[0]} | {rows['epochs_run'].mean():g} | {rows['best_epoch'].mean():g}"
+            f" | {_percent(mean['train_accuracy'])} | {_percent(mean['validation_accuracy'])}"
+            f" | {_percent(mean['test_accuracy'])} | {mean['wall_seconds']:.0f} | {len(rows)} |"
+        )
+    scored = {name: mean for name, mean in means.items() if not math.isnan(mean["validation_accuracy"])}
+    if scored:
+        chosen = max(scored, key=lambda name: scored[name]["validation_accuracy"])
+        lines += [
+            "",
+            f"Validation picks **{chosen}** (validation {_percent(scored[chosen]['validation_accuracy'])} %, "
+            f"test {_percent(scored[chosen]['test_accuracy'])} %).",
+        ]
+    return "\n".join(lines)
+
+
+def summary(results: pd.DataFrame, order=None, baseline: str | None = None, course: bool = False) -> str:
+    """The whole markdown summary of a comparison.
+
+    Args:
+        results: one row per run.
+        order: the strategies in order.
+        baseline: see `mann_whitney`.
+        course: lead with the course-style table.
+
+    Returns:
+        Markdown text.
+
+    """
+    parts = ["# Results", "", f"{len(results)} runs; test accuracy in %.", ""]
+    if course:
+        parts += ["## Strategies", "", course_table(results, order), ""]
+    parts += ["## Test accuracy by samples per class", "", accuracy_table(results, order, baseline), ""]
+    if not course:
+        parts += ["## Per strategy (means over runs)", "", course_table(results, order), ""]
+    return "\n".join(parts)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None) -> str:
+    """The thesis figure: test accuracy against samples per class, mean +- std, one line per method.
+
+    Args:
+        results: one row per run.
+        path: the PNG to write.
+        order: the methods in order.
+
+    Returns:
+        The path written.
+
+    """
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    sizes = _sample_sizes(results)
+    positions = {size: index for index, size in enumerate(sizes)}
+    for offset, method in enumerate(_order(results, order)):
+        rows = results[results["strategy"] == method]
+        grouped = rows.groupby("samples_per_class", sort=False)["test_accuracy"]
+        means, spreads = grouped.mean(), grouped.std(ddof=1).fillna(0)
+        x = np.array([positions[size] for size in means.index]) + 0.03 * (offset - 1.5)
+        axis.errorbar(x, 100 * means.to_numpy(), yerr=100 * spreads.to_numpy(), marker="o", capsize=3, label=method)
+    axis.set_xticks(range(len(sizes)), [str(size) for size in sizes])
+    axis.set(xlabel="training images per class", ylabel="test accuracy (%)", title="Test accuracy (mean ± std)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, order=None) -> str:
+    """Accuracy and loss per epoch (train dashed, validation solid) of every run, early-stop points marked.
+
+    Args:
+        results: one row per run (its `run` names the history file `<history_dir>/<run>.csv`).
+        history_dir: the folder of per-epoch CSV histories.
+        path: the PNG to write.
+        order: the strategies, one column of panels each.
+
+    Returns:
+        The path written.
+
+    """
+    plt = _pyplot()
+    methods = _order(results, order)
+    figure, axes = plt.subplots(2, len(methods), figsize=(3.6 * len(methods), 6), squeeze=False, sharey="row")
+    colours = {size: plt.cm.viridis(i / max(1, len(_sample_sizes(results)) - 1)) for i, size in
+               enumerate(_sample_sizes(results))}  # fmt: skip
+    for column, method in enumerate(methods):
+        for row in results[results["strategy"] == method].itertuples():
+            file = os.path.join(history_dir, f"{row.run}.csv")
+            if not os.path.exists(file):
+                continue
+            history = pd.read_csv(file)
+            epochs = history["epoch"].to_numpy() + 1
+            colour = colours[row.samples_per_class]
+            for panel, metric in enumerate(("accuracy", "loss")):
+                axis = axes[panel][column]
+                axis.plot(epochs, history[metric], "--", color=colour, alpha=0.5, linewidth=0.8)
+                if f"val_{metric}" in history:
+                    axis.plot(epochs, history[f"val_{metric}"], color=colour, alpha=0.8, linewidth=1)
+                    best = int(row.best_epoch) - 1
+                    if 0 <= best < len(history):
+                        axis.plot(best + 1, history[f"val_{metric}"].iloc[best], "*", color="crimson", markersize=9)
+        axes[0][column].set_title(method)
+        axes[1][column].set_xlabel("epoch")
+    axes[0][0].set_ylabel("accuracy")
+    axes[1][0].set_ylabel("loss (log scale)")
+    for axis in axes[1]:
+        axis.set_yscale("log")  # early validation losses of barely trained BatchNorm statistics can be huge
+    handles = [plt.Line2D([], [], color=colour, label=f"N = {size}") for size, colour in colours.items()]
+    handles += [
+        plt.Line2D([], [], color="grey", linestyle="--", label="train"),
+        plt.Line2D([], [], color="grey", label="validation"),
+        plt.Line2D([], [], color="crimson", marker="*", linestyle="", label="early-stop point"),
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,294 @@
+"""The transfer strategies by name, each a compiled `keras.Model` ready for `fit`, `evaluate` and `predict`.
+
+>>> from keras_l2t import strategies
+>>> model = strategies.build("feature_extraction", backbone="mobilenet_v2", num_classes=2,
+...                          weights="imagenet", input_shape=(160, 160, 3))
+
+Classic strategies (a pretrained backbone, global average pooling, dropout and a new Dense head):
+`feature_extraction` (backbone frozen), `fine_tune_last` (the last N blocks trainable), `full_fine_tune`
+(everything trainable at a lower rate; in both, BatchNorm layers stay frozen, so in inference mode) and `scratch`
+(the same network from random initialisation). Feature-matching methods (`keras_l2t.l2t.L2TModel`): `ufm`,
+`fm_uniform`, `l2t_ww`, `l2t_www`. The Keras guide's two-phase recipe: train with `feature_extraction`,
+then call `unfreeze(model)` and train again at a low rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+import keras
+
+from keras_l2t import backbones
+from keras_l2t.l2t import L2TModel
+from keras_l2t.optim import TorchSGD, reference_cosine
+
+__all__ = ["Strategy", "build", "callbacks", "names", "spec", "trainable_layers", "unfreeze"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """One way of reusing a pretrained network.
+
+    Args:
+        name: the registry name.
+        family: "classic" (a backbone with a new head, Adam) or "matching" (L2TModel, PyTorch-style SGD).
+        description: one line for tables and help texts.
+        learning_rate: the default starting learning rate.
+        trainable: for classic strategies, which backbone layers train: "none", "last" or "all".
+        pretrained: whether the backbone starts from pretrained weights.
+
+    """
+
+    name: str
+    family: str
+    description: str
+    learning_rate: float
+    trainable: str = "all"
+    pretrained: bool = True
+
+
+MATCHING_LEARNING_RATE = 0.1  # the L2T-ww reference: SGD from 0.1, for every method it compares (scratch too)
+_REGISTRY = {
+    strategy.name: strategy
+    for strategy in (
+        Strategy("feature_extraction", "classic", "pretrained backbone frozen, new head trained", 1e-3, "none"),
+        Strategy("fine_tune_last", "classic", "last N blocks and the head trained, the rest frozen", 3e-4, "last"),
+        Strategy("full_fine_tune", "classic", "every layer trained from the pretrained weights", 1e-4, "all"),
+        Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False),
+        Strategy("ufm", "matching", "FitNets-style unweighted feature matching (Romero et al. 2014)", 0.1),
+        Strategy("fm_uniform", "matching", "all-pairs feature matching with uniform weights", 0.1),
+        Strategy("l2t_ww", "matching", "L2T-ww: meta-learned what and where (Jang et al. 2019)", 0.1),
+        Strategy("l2t_www", "matching", "L2T-www: L2T-ww plus a which-pixels meta-network", 0.1),
+    )
+}
+
+
+def names(family: str | None = None) -> list[str]:
+    """List the registered strategies.
+
+    Args:
+        family: "classic" or "matching" to list only those; None for all.
+
+    Returns:
+        Names in registration order.
+
+    """
+    return [name for name, strategy in _REGISTRY.items() if family in (None, strategy.family)]
+
+
+def spec(name: str) -> Strategy:
+    """Describe a strategy.
+
+    Args:
+        name: a registered name.
+
+    Returns:
+        Its `Strategy`.
+
+    Raises:
+        KeyError: unknown name, with close matches and every registered name.
+
+    """
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"Unknown strategy {name!r}.{hint} Registered strategies: {', '.join(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+def trainable_layers(model: keras.Model, trainable: str, last_blocks: int = 2, freeze_batch_norm: bool = True) -> None:
+    """Set which layers of a backbone train.
+
+    Keras 3 runs a BatchNormalization layer in inference mode exactly when it is not trainable. Calling the
+    backbone with `training=False` inside a functional model is *not* enough: `fit` passes `training=True`
+    down to every nested layer and overrides it (keras-team/keras#20285), so the moving statistics drift.
+    Freezing the BatchNorm layers is what keeps them in inference mode (their gamma and beta stay too).
+
+    Args:
+        model: a backbone from `backbones.build` (its name is its registry name).
+        trainable: "none", "last" (only the last `last_blocks` blocks of `backbones.blocks(model)`) or "all".
+        last_blocks: N for "last".
+        freeze_batch_norm: keep every BatchNormalization layer frozen, hence in inference mode.
+
+    """
+    model.trainable = trainable != "none"
+    if trainable == "last":
+        groups = backbones.blocks(model)
+        if not 1 <= last_blocks <= len(groups):
+            raise ValueError(f"{model.name} has {len(groups)} blocks; last_blocks must be 1..{len(groups)}.")
+        keep = {name for group in groups[-last_blocks:] for name in group}
+        for layer in model.layers:
+            layer.trainable = layer.name in keep
+    if freeze_batch_norm:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+
+
+def _optimizer(learning_rate: float, epochs: int | None, steps_per_epoch: int | None):
+    if epochs and steps_per_epoch:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _classic(strategy: Strategy, backbone: str, num_classes: int, options: dict) -> keras.Model:
+    weights = options["weights"] if strategy.pretrained else None
+    base = backbones.build(backbone, weights=weights, input_shape=options["input_shape"])
+    inference_batch_norm = strategy.pretrained and not options["train_batch_norm"]
+    trainable_layers(base, strategy.trainable, options["last_blocks"], freeze_batch_norm=inference_batch_norm)
+    inputs = keras.Input(base.input_shape[1:], name="images")
+    features = base(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features) if len(features.shape) == 4 else features
+    dropped = keras.layers.Dropout(options["dropout"], name="head_dropout")(pooled)
+    outputs = keras.layers.Dense(num_classes, name="head_classifier")(dropped)
+    model = keras.Model(inputs, outputs, name=f"{strategy.name}_{backbone}")
+    model.compile(
+        optimizer=options["optimizer"]
+        or _optimizer(
+            options["learning_rate"] or strategy.learning_rate, options["epochs"], options["steps_per_epoch"]
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _matching(strategy: Strategy, num_classes: int, options: dict) -> keras.Model:
+    source = backbones.build(options["source"], weights=options["source_weights"], input_shape=options["input_shape"])
+    target = backbones.build(
+        options["target"], weights=None, input_shape=options["input_shape"], num_classes=num_classes
+    )
+    method = "scratch" if strategy.name == "scratch" else strategy.name
+    model = L2TModel(source, target, method=method, **options["matching"])
+    default_rate = strategy.learning_rate if strategy.family == "matching" else MATCHING_LEARNING_RATE
+    model.compile(optimizer=options["optimizer"] or TorchSGD(options["learning_rate"] or default_rate))
+    return model
+
+
+def build(
+    name: str,
+    *,
+    num_classes: int,
+    backbone: str | None = None,
+    weights="imagenet",
+    input_shape=None,
+    learning_rate: float | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    last_blocks: int = 2,
+    train_batch_norm: bool = False,
+    dropout: float = 0.2,
+    optimizer=None,
+    source: str = "resnet32",
+    source_weights="tinyimagenet",
+    target: str | None = None,
+    **matching_options,
+) -> keras.Model:
+    """Build a strategy's model, compiled with its default optimizer, loss and accuracy metric.
+
+    Args:
+        name: a registered strategy (see `names()`).
+        num_classes: classes of the task.
+        backbone: for classic strategies, a registered backbone.
+        weights: the backbone's pretrained weights (None, a named pretraining such as "imagenet", or a file).
+        input_shape: (height, width, 3); default the backbone's.
+        learning_rate: the starting rate; default the strategy's (`spec(name).learning_rate`).
+        epochs: with `steps_per_epoch`, cosine-decay a classic strategy's rate to 0 over the run.
+        steps_per_epoch: batches per epoch.
+        last_blocks: for `fine_tune_last`, how many of the backbone's last blocks train.
+        train_batch_norm: let BatchNorm of a pretrained backbone use batch statistics (default: inference).
+        dropout: the head's dropout rate.
+        optimizer: replaces the default optimizer.
+        source: for matching methods, the pretrained source backbone.
+        source_weights: its weights (named or a file).
+        target: for matching methods (and `scratch` trained like them), the target backbone, with its own head.
+        **matching_options: passed to `L2TModel` (pairs, beta, inner_steps, ...).
+
+    Returns:
+        A compiled `keras.Model` (an `L2TModel` for matching methods, and for `scratch` when `target` is given,
+        so that it trains with the same loop, optimizer and schedule as the methods it is compared with).
+
+    Raises:
+        KeyError: unknown strategy or backbone. ValueError: missing backbone, too-small input.
+
+    """
+    strategy = spec(name)
+    options = {
+        "weights": weights,
+        "input_shape": input_shape,
+        "learning_rate": learning_rate,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "last_blocks": last_blocks,
+        "train_batch_norm": train_batch_norm,
+        "dropout": dropout,
+        "optimizer": optimizer,
+        "source": source,
+        "source_weights": source_weights,
+        "target": target or backbone,
+        "matching": matching_options,
+    }
+    if strategy.family == "matching" or (name == "scratch" and target is not None):
+        if options["target"] is None:
+            raise ValueError(f"{name} needs a target backbone (target='vgg9', for instance).")
+        return _matching(strategy, num_classes, options)
+    if backbone is None:
+        raise ValueError(f"{name} needs a backbone; registered backbones: {', '.join(backbones.names())}.")
+    return _classic(strategy, backbone, num_classes, options)
+
+
+def callbacks(model: keras.Model, epochs: int) -> list:
+    """Callbacks a strategy's model needs during `fit` (the reference cosine schedule for L2TModel).
+
+    Args:
+        model: a model from `build`.
+        epochs: the run's length.
+
+    Returns:
+        A list of callbacks (empty for classic strategies, whose schedule lives in the optimizer).
+
+    """
+    if isinstance(model, L2TModel):
+        return [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, float(model.optimizer.learning_rate)))]
+    return []
+
+
+def unfreeze(
+    model: keras.Model, *, last_blocks: int | None = None, learning_rate: float = 1e-5, train_batch_norm: bool = False
+) -> keras.Model:
+    """Phase two of the Keras transfer-learning recipe: make the backbone trainable and recompile.
+
+    BatchNorm layers stay frozen, hence in inference mode (see `trainable_layers`), unless asked otherwise.
+
+    Args:
+        model: a classic strategy's model (e.g. after training with `feature_extraction`).
+        last_blocks: unfreeze only the last N blocks; None unfreezes every layer.
+        learning_rate: the (low) rate of the fine-tuning phase.
+        train_batch_norm: let BatchNorm layers train (batch statistics) too.
+
+    Returns:
+        The same model, recompiled with Adam at `learning_rate`.
+
+    """
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    trainable_layers(base, "all" if last_blocks is None else "last", last_blocks or 0, not train_batch_norm)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def describe() -> str:
+    """A table of the registered strategies, for help texts.
+
+    Returns:
+        One line per strategy: name, family, default learning rate and description.
+
+    """
+    width = max(map(len, _REGISTRY))
+    return "\n".join(
+        f"{s.name:<{width}}  {s.family:<8}  lr {s.learning_rate:g}  {s.description}" for s in _REGISTRY.values()
+    )

@@ -1,0 +1,181 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_l2t import backbones, data, sources
+
+
+def make_arrays(per_class=(30, 30, 30), size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(count, label) for label, count in enumerate(per_class)])
+    images = rng.integers(0, 256, (len(labels), size, size, 3), dtype="uint8")
+    return images, labels
+
+
+def write_folder(root, classes=("cat", "dog"), per_class=4, size=12, sizes=None):
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            side = sizes[index % len(sizes)] if sizes else size
+            pixels = np.full((side, side, 3), 40 * label + index, "uint8")
+            Image.fromarray(pixels).save(root / name / f"{index:03d}.png")
+
+
+def test_samples_per_class_is_balanced_seeded_and_shared_across_calls():
+    arrays = make_arrays()
+    first = data.load(arrays, samples_per_class=5, validation=0.2, seed=3, batch_size=4)
+    again = data.load(arrays, samples_per_class=5, validation=0.2, seed=3, batch_size=4)
+    other = data.load(arrays, samples_per_class=5, validation=0.2, seed=4, batch_size=4)
+    assert first.counts["train_per_class"] == [5, 5, 5]
+    # test: 20 % of each class of 30 (6); validation: 20 % of the 24 left per class, rounded (5)
+    assert first.counts["test"] == 18 and first.counts["validation"] == 15
+    np.testing.assert_array_equal(first.train_indices, again.train_indices)
+    assert not np.array_equal(first.train_indices, other.train_indices)
+    labels = np.concatenate([batch[1].numpy() for batch in first.train])
+    assert sorted(np.bincount(labels).tolist()) == [5, 5, 5]
+
+
+def test_validation_and_test_are_disjoint_from_the_training_subset():
+    images, labels = make_arrays()
+    images[:, 0, 0, 0] = np.arange(len(labels))  # identify each image by one pixel
+    splits = data.load((images, labels), validation=0.2, test_fraction=0.2, seed=0, augment="none", batch_size=8)
+    seen = {}
+    for split in ("train", "validation", "test"):
+        seen[split] = {int(x) for batch in getattr(splits, split) for x in np.round(batch[0][:, 0, 0, 0] * 255)}
+    assert len(seen["train"]) + len(seen["validation"]) + len(seen["test"]) == len(labels)
+    assert not (seen["train"] & seen["validation"]) and not (seen["train"] & seen["test"])
+
+
+def test_imbalanced_protocol_keeps_a_tenth_of_the_last_class():
+    arrays = make_arrays((120, 120, 120))
+    splits = data.load(arrays, samples_per_class=100, imbalanced=True, validation=0, test_fraction=0)
+    assert splits.counts["train_per_class"] == [100, 100, 10]
+    assert data.imbalanced_counts(100, 10) == [100] * 9 + [10]
+
+
+def test_asking_for_more_images_than_a_class_holds_names_the_class():
+    arrays = make_arrays((30, 30, 4))
+    with pytest.raises(ValueError, match="Class '2' holds 4"):
+        data.load(arrays, samples_per_class=10, validation=0, test_fraction=0)
+
+
+def test_validation_count_like_cifar10_45000_5000():
+    arrays = make_arrays((50, 50, 50))
+    splits = data.load({"train": arrays, "test": make_arrays((5, 5, 5))}, validation=15)
+    assert (splits.counts["train"], splits.counts["validation"], splits.counts["test"]) == (135, 15, 15)
+
+
+def test_batches_are_resized_and_preprocessed_for_the_backbone():
+    splits = data.load(make_arrays(size=32), backbone="resnet32", validation=0.1, batch_size=16, seed=0)
+    images, labels = next(iter(splits.test))
+    assert images.shape == (16, 32, 32, 3) and images.dtype == "float32" and labels.dtype == "int64"
+    assert float(images.numpy().min()) < -1.5  # ImageNet mean/std normalisation, not [0, 1]
+    resized = data.load(make_arrays(size=8), image_size=20, preprocess=lambda x: x, batch_size=4)
+    batch = next(iter(resized.train))[0]
+    assert batch.shape == (4, 20, 20, 3) and float(batch.numpy().max()) <= 255.0
+    assert resized.input_shape == (20, 20, 3) and resized.num_classes == 3
+
+
+@pytest.mark.parametrize("kind", ["crop_flip", "flip_rotate"])
+def test_augmentation_changes_training_images_only(kind):
+    images = np.tile(np.arange(16, dtype="uint8")[None, :, None, None] * 15, (24, 1, 16, 3))
+    arrays = (images.transpose(0, 2, 1, 3).copy(), np.arange(24) % 2)
+    splits = data.load(arrays, augment=kind, preprocess=lambda x: x, validation=0, test_fraction=0, batch_size=24)
+    augmented = next(iter(splits.train))[0].numpy()
+    assert augmented.shape == images.shape
+    assert np.abs(augmented - arrays[0][0]).max(axis=(1, 2, 3)).max() > 0
+    plain = data.load(arrays, augment="none", preprocess=lambda x: x, validation=0, test_fraction=0, batch_size=24)
+    np.testing.assert_array_equal(np.sort(next(iter(plain.train))[0].numpy(), axis=0), np.sort(arrays[0], axis=0))
+
+
+def test_unknown_augmentation_lists_the_choices():
+    with pytest.raises(ValueError, match="crop_flip"):
+        data.load(make_arrays(), augment="mixup")
+
+
+def test_image_folder_with_splits(tmp_path):
+    write_folder(tmp_path / "train", per_class=6)
+    write_folder(tmp_path / "test", per_class=2)
+    splits = data.load(tmp_path, validation=2, batch_size=4, preprocess=lambda x: x)
+    assert splits.class_names == ["cat", "dog"]
+    assert (splits.counts["train"], splits.counts["validation"], splits.counts["test"]) == (10, 2, 4)
+    assert splits.image_size == 12
+
+
+def test_single_image_folder_gets_validation_and_test_carved(tmp_path):
+    write_folder(tmp_path, per_class=10)
+    splits = data.load(str(tmp_path), validation=0.2, test_fraction=0.1)
+    assert (splits.counts["train"], splits.counts["validation"], splits.counts["test"]) == (14, 4, 2)
+
+
+def test_mixed_image_sizes_need_an_image_size(tmp_path):
+    write_folder(tmp_path / "train", sizes=(10, 14))
+    with pytest.raises(ValueError, match="image_size"):
+        data.load(tmp_path)
+    splits = data.load(tmp_path, image_size=16, validation=0, test_fraction=0)
+    assert next(iter(splits.train))[0].shape[1:] == (16, 16, 3)
+
+
+def test_folder_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.load(tmp_path / "missing")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        data.load(tmp_path / "empty")
+    (tmp_path / "noimages" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no images"):
+        data.load(tmp_path / "noimages")
+    write_folder(tmp_path / "differ" / "train", classes=("cat", "dog"))
+    write_folder(tmp_path / "differ" / "test", classes=("cat", "cow"))
+    with pytest.raises(ValueError, match="differ from those of the train split"):
+        data.load(tmp_path / "differ")
+    write_folder(tmp_path / "broken" / "train")
+    (tmp_path / "broken" / "train" / "dog" / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        data.load(tmp_path / "broken")
+
+
+def test_array_errors():
+    with pytest.raises(ValueError, match="shape"):
+        data.load((np.zeros((4, 8, 8, 2)), np.zeros(4)))
+    with pytest.raises(ValueError, match="4 images but 3 labels"):
+        data.load((np.zeros((4, 8, 8, 3)), np.zeros(3)))
+    grey = sources.from_arrays((np.zeros((4, 8, 8)), np.arange(4)))
+    assert grey.splits["train"][0].shape == (4, 8, 8, 3)
+
+
+def test_tfds_by_name_through_tfds_load():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        splits = data.load("cifar10", backbone="vgg9", samples_per_class=1, validation=0, batch_size=8)
+    assert splits.num_classes == 10 and splits.counts["test"] == 40
+    assert next(iter(splits.test))[0].shape == (8, 32, 32, 3)
+
+
+def test_tfds_errors_name_data_dir_and_tfds_data_dir(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset 'cifar11'"):
+        data.load("cifar11")
+    with pytest.raises(FileNotFoundError, match="TFDS_DATA_DIR"):
+        data.load("cifar10", data_dir=str(tmp_path))
+
+
+def test_real_cats_vs_dogs_folder_for_mobilenet(shared):
+    splits = data.load(
+        shared / "data/cats_vs_dogs", backbone="mobilenet_v2", image_size=96, samples_per_class=4, validation=10
+    )
+    assert splits.class_names == ["cat", "dog"] and splits.counts["train_per_class"] == [4, 4]
+    images = next(iter(splits.test))[0].numpy()
+    assert images.shape[1:] == (96, 96, 3) and -1.0 <= images.min() and images.max() <= 1.0
+    assert backbones.spec("mobilenet_v2").default_size == 224
+
+
+def test_rotation_about_the_centre():
+    import tensorflow as tf
+
+    from keras_l2t.data import _rotation
+
+    image = np.random.default_rng(0).integers(0, 256, (9, 9, 3)).astype("uint8")
+    np.testing.assert_array_equal(_rotation(tf.constant(image), tf.constant(0.0)).numpy(), image)
+    quarter = _rotation(tf.constant(image), tf.constant(np.pi / 2, tf.float32)).numpy()
+    assert any(np.array_equal(quarter, np.rot90(image, turns)) for turns in (1, 3))

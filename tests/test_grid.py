@@ -1,0 +1,121 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from keras_l2t import grid
+from keras_l2t.callbacks import read_scalars
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "compare_strategies.py"
+
+
+def app():
+    spec = importlib.util.spec_from_file_location("compare_strategies", APP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for label, name in enumerate(("ant", "bee", "cow")):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
+                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
+    return str(root)
+
+
+SETTINGS = {"epochs": 2, "batch_size": 8, "validation": 3, "source_weights": None}
+
+
+def test_expand_orders_runs_and_trains_scratch_like_the_matching_methods():
+    configs = grid.expand(["scratch", "ufm"], samples_per_class=[10, "all"], seeds=2, dataset="x")
+    assert [(c.strategy, c.samples_per_class, c.seed) for c in configs][:3] == [
+        ("scratch", 10, 0),
+        ("scratch", 10, 1),
+        ("scratch", None, 0),
+    ]
+    assert configs[0].resolved_family == "matching" and configs[0].network == "vgg9"
+    assert grid.expand(["scratch"], dataset="x")[0].resolved_family == "classic"
+    with pytest.raises(KeyError, match="l2t_ww"):
+        grid.expand(["l2t_w"])
+
+
+def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    options = dict(strategy_names=["scratch", "ufm"], samples_per_class=[2, 3], seeds=2, quiet=True)
+    calls = []
+    real_run = grid.run
+
+    def interrupted_run(config):
+        calls.append(config.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run(config)
+
+    monkeypatch.setattr(grid, "run", interrupted_run)
+    with pytest.raises(KeyboardInterrupt):
+        grid.compare("quick", out=out, dataset=folder, **options, **SETTINGS)
+    assert len(grid.read_results(out)) == 2  # the finished runs survive Ctrl-C
+    monkeypatch.setattr(grid, "run", real_run)
+    lines = []
+    results, text = grid.compare("quick", out=out, dataset=folder, echo=lines.append, **options, **SETTINGS)
+    assert lines[0].startswith("8 runs: 2 already finished, 6 to go")
+    assert len(results) == 8 and results["key"].is_unique
+    assert set(results["samples_per_class"].astype(str)) == {"2", "3"}
+    assert results["test_accuracy"].between(0, 1).all() and (results["epochs_run"] == 2).all()
+    assert "Mann-Whitney" in text and "| ufm |" in text and (Path(out) / "summary.md").read_text() == text
+    assert (Path(out) / "accuracy_vs_samples.png").stat().st_size > 10_000
+    assert (Path(out) / "learning_curves.png").stat().st_size > 10_000
+    run_dir = Path(out) / "tb" / results["run"][0]
+    assert "hparams/test_accuracy" in read_scalars(str(run_dir)) and (run_dir / "train").is_dir()
+    again = []
+    grid.compare("quick", out=out, dataset=folder, echo=again.append, **options, **SETTINGS)
+    assert again[0].startswith("8 runs: 8 already finished, 0 to go") and len(grid.read_results(out)) == 8
+
+
+def test_course_preset_prints_the_course_table(folder, tmp_path):
+    lines = []
+    _, text = grid.compare(
+        "course",
+        out=str(tmp_path),
+        dataset=folder,
+        backbone="vgg9",
+        weights=None,
+        image_size=32,
+        epochs=1,
+        batch_size=8,
+        validation=3,
+        echo=lines.append,
+        quiet=True,
+    )
+    assert "| feature_extraction | vgg9 |" in text and "Validation picks" in text
+    assert text.index("## Strategies") < text.index("## Test accuracy by samples per class")
+
+
+def test_mann_whitney_against_a_baseline():
+    rows = [("a", 10, 0.1 + 0.01 * seed) for seed in range(6)] + [("b", 10, 0.5 + 0.01 * seed) for seed in range(6)]
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
+    tests = grid.stats.mann_whitney(results)
+    assert len(tests) == 1 and tests["p_value"][0] == pytest.approx(0.0022, abs=1e-4) and tests["significant"][0]
+    assert "52.5 ± 1.9* (6)" in grid.stats.accuracy_table(results)
+
+
+def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
+    module = app()
+    assert module.main(["--dataset", folder, "--strategies", "l2t_wwww", "--out", str(tmp_path)]) == 2
+    assert "Registered strategies" in capsys.readouterr().err
+    assert module.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "TFDS_DATA_DIR" in capsys.readouterr().err
+    arguments = ["--dataset", folder, "--strategies", "ufm", "--out", str(tmp_path), "--epochs", "1"]
+    assert module.main(arguments + ["--source-weights", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert module.main(arguments + ["--source-weights", "none", "--target", "lenet5"]) == 2
+    assert "different input preprocessing" in capsys.readouterr().err
