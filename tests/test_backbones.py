@@ -205,3 +205,18 @@ def test_tap_model_can_include_the_output():
     assert [tuple(output.shape) for output in outputs] == [(1, 16, 16, 128), (1, 10)]
     with pytest.raises(ValueError, match="no layers named"):
         backbones.tap_model(model, ["relu99"])
+
+
+def test_weights_mirror_finds_named_weights_by_checksum_offline(shared, fake_download, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "renamed.h5").symlink_to(shared / "weights/squeezenet_v1.1_imagenet_notop.h5")
+    monkeypatch.setenv("KERAS_L2T_WEIGHTS_DIR", str(mirror))
+    model = backbones.build("squeezenet1_1", weights="imagenet", input_shape=(64, 64, 3))  # no network: mirror
+    expected = backbones.build("squeezenet1_1", weights=str(mirror / "renamed.h5"), input_shape=(64, 64, 3))
+    for mine, theirs in zip(model.weights, expected.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    source = backbones.spec("squeezenet1_1").weight_sources["imagenet"]
+    (mirror / source.file_name).write_bytes(b"not the weights")
+    with pytest.raises(WeightsError, match="SHA-256"):
+        backbones.build("squeezenet1_1", weights="imagenet", input_shape=(64, 64, 3))
