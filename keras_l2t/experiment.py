@@ -175,8 +175,9 @@ def _callbacks(config: RunConfig, model: keras.Model, splits: data.Data, phase: 
     log_dir = os.path.join(config.out, "tb", config.name + phase)
     history_file = os.path.join(config.out, "history", config.name + phase + ".csv")
     os.makedirs(os.path.dirname(history_file), exist_ok=True)
-    early_stop = EarlyStopPoint(log_dir if splits.validation is not None else None, patience=config.patience)
-    callbacks = [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file), early_stop]
+    callbacks = [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file)]
+    early_stop = EarlyStopPoint(log_dir, patience=config.patience) if splits.validation is not None else None
+    callbacks += [early_stop] if early_stop else []
     callbacks += strategies.callbacks(model, config.epochs)
     if getattr(model, "phi", None) and splits.validation is not None:
         examples = next(iter(splits.validation))[0][:8]
@@ -191,7 +192,7 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
         splits.train,
         validation_data=splits.validation,
         epochs=epochs,
-        callbacks=callbacks if monitor else callbacks[:2] + callbacks[3:],
+        callbacks=callbacks,
         verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles
     ).history

@@ -103,12 +103,15 @@ def read_results(out: str) -> pd.DataFrame:
     return table
 
 
-def append_result(out: str, result: dict) -> None:
+def append_result(out: str, result: dict) -> pd.DataFrame:
     """Add one run's row to `<out>/results.csv` atomically (write a new file, then rename it over the old).
 
     Args:
         out: the grid's output folder.
         result: what `experiment.run` returned.
+
+    Returns:
+        The whole table after the append.
 
     """
     row = {column: result.get(column) for column in RESULT_COLUMNS}
@@ -122,6 +125,7 @@ def append_result(out: str, result: dict) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, os.path.join(out, "results.csv"))
+    return table
 
 
 def write_hparams(config: RunConfig, result: dict) -> None:
@@ -196,8 +200,7 @@ def run_grid(configs: list[RunConfig], out: str, *, quiet: bool = False, echo=pr
         _clear_partial(config)
         result = run(config)
         write_hparams(config, result)
-        append_result(out, result)
-        finished = read_results(out)
+        finished = append_result(out, result)
         left = sum(_estimate(c, finished) for c in pending[index + 1 :])
         echo(
             f"[{len(configs) - len(pending) + index + 1}/{len(configs)} | elapsed {_clock(time.time() - started)}"
@@ -268,12 +271,12 @@ def compare(
     if preset is not None and preset not in PRESETS:
         raise KeyError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     settings = dict(PRESETS.get(preset, {"strategies": strategies.names("classic")}))
-    chosen = strategy_names or settings.pop("strategies")
-    settings.pop("strategies", None)
-    samples = samples_per_class or settings.pop("samples_per_class", [None])
-    settings.pop("samples_per_class", None)
-    seeds = seeds if seeds is not None else settings.pop("seeds", [0])
-    settings.pop("seeds", None)
+    preset_strategies = settings.pop("strategies")
+    preset_samples = settings.pop("samples_per_class", [None])
+    preset_seeds = settings.pop("seeds", [0])
+    chosen = strategy_names or preset_strategies
+    samples = samples_per_class or preset_samples
+    seeds = seeds if seeds is not None else preset_seeds
     settings.update(fields)
     configs = expand(chosen, samples, seeds, **settings)
     results = run_grid(configs, out, quiet=quiet, echo=echo)
