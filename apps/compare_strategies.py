@@ -47,6 +47,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--validation", type=float, help="validation split: a fraction, or a count if >= 1")
     parser.add_argument("--patience", type=int, help="early-stopping patience (default: train every epoch)")
+    parser.add_argument("--backup-every", type=int, help="back each run up every this many epochs (default 1)")
     parser.add_argument("--baseline", help="compare every strategy with this one (default: the previous one)")
     parser.add_argument("--out", help="output folder (default runs/<preset>)")
     parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
         "learning_rate": args.learning_rate,
         "validation": validation,
         "patience": args.patience,
+        "backup_every": args.backup_every,
     }
     fields = {key: (None if value == "none" else value) for key, value in fields.items() if value is not None}
     try:
@@ -88,7 +90,10 @@ def main(argv=None) -> int:
             **fields,
         )
     except KeyboardInterrupt:
-        print("\nInterrupted: every finished run is in results.csv; run the same command again to continue.")
+        print(
+            "\nInterrupted: every finished run is in results.csv and the interrupted one is backed up;\n"
+            "run the same command again to continue."
+        )
         return 130
     except (KeyError, ValueError, FileNotFoundError, WeightsError, WeightsUnavailableError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)

@@ -6,21 +6,24 @@
 >>> result["test_accuracy"], result["best_epoch"]
 
 Each run writes TensorBoard logs to `<out>/tb/<run name>/` (Keras' curves plus the early-stop point) and its
-per-epoch history to `<out>/history/<run name>.csv`.
+per-epoch history to `<out>/history/<run name>.csv`, and backs itself up at epoch ends under
+`<out>/backup/<run name>/`: run an interrupted config again and it resumes (the backup goes when it ends).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 
 import keras
 
 from keras_l2t import backbones, data, strategies
-from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger
+from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, RunBackup
 
 
 @dataclasses.dataclass
@@ -53,6 +56,8 @@ class RunConfig:
         fine_tune_learning_rate: the rate of that second phase.
         out: the output folder.
         verbose: Keras' progress output (0 silent, 1 bar, 2 a line per epoch).
+        backup_every: back the run up every this many epochs under `<out>/backup/<run name>/`; an interrupted
+            run resumes from there when run again (see `callbacks.RunBackup`).
 
     """
 
@@ -80,6 +85,7 @@ class RunConfig:
     fine_tune_learning_rate: float = 1e-5
     out: str = "runs"
     verbose: int = 1
+    backup_every: int = 1
 
     @property
     def resolved_family(self) -> str:
@@ -95,8 +101,8 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """A short hash of every field that changes the result (not `out` or `verbose`)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "verbose")}
+        """A short hash of every field that changes the result (not `out`, `verbose` or `backup_every`)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "verbose", "backup_every")}
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
 
     @property
@@ -171,31 +177,57 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
     )
 
 
+def _backup_dir(config: RunConfig, phase: str = "") -> str:
+    return os.path.join(config.out, "backup", config.name, phase.strip("-") or "train")
+
+
 def _callbacks(config: RunConfig, model: keras.Model, splits: data.Data, phase: str = "") -> tuple[list, object]:
     log_dir = os.path.join(config.out, "tb", config.name + phase)
     history_file = os.path.join(config.out, "history", config.name + phase + ".csv")
     os.makedirs(os.path.dirname(history_file), exist_ok=True)
-    callbacks = [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file)]
     early_stop = EarlyStopPoint(log_dir, patience=config.patience) if splits.validation is not None else None
+    backup = RunBackup(_backup_dir(config, phase), early_stop, every=config.backup_every)
+    resumed = backup.saved_epoch()
+    if resumed:
+        _truncate_history(history_file, resumed)
+        print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
+    callbacks = [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []
     callbacks += strategies.callbacks(model, config.epochs)
     if getattr(model, "phi", None) and splits.validation is not None:
         examples = next(iter(splits.validation))[0][:8]
         callbacks.append(MetaWeightsLogger(examples, os.path.join(log_dir, "meta")))
-    return callbacks, early_stop
+    return callbacks + [backup], early_stop
+
+
+def _truncate_history(history_file: str, epochs: int) -> None:
+    """Keep the header and the first `epochs` rows (an interrupted run may have logged an unsaved epoch)."""
+    if os.path.exists(history_file):
+        with open(history_file) as file:
+            lines = file.readlines()[: epochs + 1]
+        with open(history_file, "w") as file:
+            file.writelines(lines)
+
+
+def _read_history(history_file: str) -> dict[str, list[float]]:
+    with open(history_file, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
 def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, phase: str = "") -> dict:
     callbacks, early_stop = _callbacks(config, model, splits, phase)
     monitor = splits.validation is not None
-    history = model.fit(
+    model.fit(
         splits.train,
         validation_data=splits.validation,
         epochs=epochs,
         callbacks=callbacks,
         verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles
-    ).history
+    )
+    history = _read_history(os.path.join(config.out, "history", config.name + phase + ".csv"))  # all epochs
+    earlier_seconds = callbacks[-1].restored_seconds  # the backup's: time spent before an interruption
     point = early_stop.result() if monitor else {"best_epoch": len(history["loss"]), "stopped_epoch": None}
     best = (point["best_epoch"] or len(history["loss"])) - 1
     return {
@@ -203,6 +235,7 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
         "best_epoch": best + 1,
         "train_accuracy": float(history["accuracy"][best]),
         "validation_accuracy": float(history["val_accuracy"][best]) if monitor else None,
+        "earlier_seconds": earlier_seconds,
     }
 
 
@@ -216,7 +249,8 @@ def run(config: RunConfig, splits: data.Data | None = None) -> dict:
     Returns:
         A flat dict: the config's fields, `run`, `network`, `num_train`, `epochs_run`, `best_epoch` (the
         early-stop point, 1-based), `train_accuracy` (at that epoch, on augmented batches),
-        `validation_accuracy`, `test_accuracy` (of the weights of the best epoch), `wall_seconds`; with
+        `validation_accuracy`, `test_accuracy` (of the weights of the best epoch), `wall_seconds` (a resumed run
+        adds its earlier attempts' time up to their last backup); with
         `fine_tune_epochs`, also `test_accuracy_before_fine_tune`.
 
     """
@@ -229,11 +263,13 @@ def run(config: RunConfig, splits: data.Data | None = None) -> dict:
         result["test_accuracy_before_fine_tune"] = _test_accuracy(model, splits)
         strategies.unfreeze(model, learning_rate=config.fine_tune_learning_rate)
         fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase="-fine_tune")
+        fine_tuned["earlier_seconds"] += result["earlier_seconds"]
         result.update({key: value for key, value in fine_tuned.items() if key != "epochs_run"})
         result["epochs_run"] += fine_tuned["epochs_run"]
         result["best_epoch"] += config.epochs
     result["test_accuracy"] = _test_accuracy(model, splits)
-    result["wall_seconds"] = round(time.time() - started, 1)
+    result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
+    shutil.rmtree(os.path.join(config.out, "backup", config.name), ignore_errors=True)
     return {
         **dataclasses.asdict(config),
         "run": config.name,

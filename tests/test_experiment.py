@@ -1,11 +1,12 @@
 import csv
+import json
 
 import keras
 import numpy as np
 import pytest
 
-from keras_l2t import data
-from keras_l2t.callbacks import EarlyStopPoint, read_scalars
+from keras_l2t import data, experiment
+from keras_l2t.callbacks import EarlyStopPoint, RunBackup, read_scalars
 from keras_l2t.experiment import RunConfig, run
 
 
@@ -91,3 +92,80 @@ def test_the_same_config_gives_the_same_result(tmp_path):
         results.append(run(config, splits))
     for key in ("train_accuracy", "validation_accuracy", "test_accuracy", "best_epoch"):
         assert results[0][key] == results[1][key]
+
+
+def fake_epochs(model, callbacks, accuracies, first_epoch=0):
+    """Drive callbacks through epochs: the kernel holds the epoch number, validation accuracy is given."""
+    for offset, accuracy in enumerate(accuracies):
+        epoch = first_epoch + offset
+        model.layers[0].kernel.assign(np.full((2, 1), epoch, "float32"))
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        if model.stop_training:
+            break
+
+
+def backed_up(model, backup_dir, epochs=5, patience=2):
+    early_stop = EarlyStopPoint(None, patience=patience)
+    backup = RunBackup(str(backup_dir), early_stop)
+    for callback in (early_stop, backup):
+        callback.set_model(model)
+        callback.set_params({"epochs": epochs})
+        callback.on_train_begin()
+    return early_stop, backup
+
+
+def test_run_backup_restores_weights_epoch_and_early_stop_point(tmp_path):
+    model = tiny_model()
+    early_stop, backup = backed_up(model, tmp_path)
+    fake_epochs(model, [early_stop, backup], [0.2, 0.5, 0.4])  # interrupted after epoch 3
+    assert backup.saved_epoch() == 3 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "best-2.npz",
+        "epoch-3.weights.h5",
+        "state.json",
+    ]
+    resumed = tiny_model()
+    early_stop, backup = backed_up(resumed, tmp_path)
+    assert resumed._initial_epoch == 3  # keras.Model.fit starts at epoch index 3
+    np.testing.assert_array_equal(resumed.layers[0].kernel.numpy(), np.full((2, 1), 2.0))  # the epoch-3 weights
+    assert (early_stop.best, early_stop.best_epoch, early_stop.wait) == (0.5, 1, 1)
+    fake_epochs(resumed, [early_stop, backup], [0.45, 0.3], first_epoch=3)
+    early_stop.on_train_end()
+    assert early_stop.result() == {"best_epoch": 2, "best_value": 0.5, "stopped_epoch": 4}
+    np.testing.assert_array_equal(resumed.layers[0].kernel.numpy(), np.full((2, 1), 1.0))  # best epoch restored
+    again = tiny_model()
+    backed_up(again, tmp_path)
+    assert again._initial_epoch == 5  # early stopping had ended it: nothing left to train
+
+
+def test_an_interrupted_run_resumes_and_reports_every_epoch(tmp_path, monkeypatch):
+    images = np.random.default_rng(3).integers(0, 256, (40, 32, 32, 3), dtype="uint8")
+    splits = data.load((images, np.arange(40) % 2), backbone="lenet5", validation=0.2, test_fraction=0.2)
+    config = RunConfig("scratch", backbone="lenet5", weights=None, epochs=4, out=str(tmp_path), verbose=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt  # after epoch 3 is logged, before it is backed up
+
+    callbacks = experiment._callbacks
+
+    def interrupted(*args, **kwargs):
+        chosen, early_stop = callbacks(*args, **kwargs)
+        return chosen[:-1] + [Interrupt(), chosen[-1]], early_stop  # the backup stays last
+
+    monkeypatch.setattr(experiment, "_callbacks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, splits)
+    history = tmp_path / "history" / f"{config.name}.csv"
+    assert len(history.read_text().splitlines()) == 1 + 3 and (tmp_path / "backup" / config.name).is_dir()
+    monkeypatch.setattr(experiment, "_callbacks", callbacks)
+    state = json.loads((tmp_path / "backup" / config.name / "train" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["seconds"] > 0
+    result = run(config, splits)
+    with open(history) as file:
+        rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", "3"] and result["epochs_run"] == 4
+    best = max(range(4), key=lambda epoch: float(rows[epoch]["val_accuracy"]))
+    assert result["best_epoch"] == best + 1 and not (tmp_path / "backup" / config.name).exists()
+    assert result["wall_seconds"] >= state["seconds"]  # the whole cost, the interrupted attempt included

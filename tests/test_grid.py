@@ -1,12 +1,13 @@
 import importlib.util
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from keras_l2t import grid
+from keras_l2t import experiment, grid
 from keras_l2t.callbacks import read_scalars
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "compare_strategies.py"
@@ -35,6 +36,20 @@ def folder(tmp_path_factory):
 SETTINGS = {"epochs": 2, "batch_size": 8, "validation": 3, "source_weights": None}
 
 
+def with_interrupt(callbacks_of_a_run):
+    """Wrap `experiment._callbacks` so that fit raises KeyboardInterrupt after its first epoch is backed up."""
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    def wrapped(*args, **kwargs):
+        callbacks, early_stop = callbacks_of_a_run(*args, **kwargs)
+        return callbacks + [Interrupt()], early_stop
+
+    return wrapped
+
+
 def test_expand_orders_runs_and_trains_scratch_like_the_matching_methods():
     configs = grid.expand(["scratch", "ufm"], samples_per_class=[10, "all"], seeds=2, dataset="x")
     assert [(c.strategy, c.samples_per_class, c.seed) for c in configs][:3] == [
@@ -56,14 +71,17 @@ def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
 
     def interrupted_run(config):
         calls.append(config.name)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
+        if len(calls) == 3:  # Ctrl-C after the first epoch of the third run was backed up
+            with monkeypatch.context() as patch:
+                patch.setattr(experiment, "_callbacks", with_interrupt(experiment._callbacks))
+                real_run(config)
         return real_run(config)
 
     monkeypatch.setattr(grid, "run", interrupted_run)
     with pytest.raises(KeyboardInterrupt):
-        grid.compare("quick", out=out, dataset=folder, **options, **SETTINGS)
+        grid.compare("quick", out=out, dataset=folder, **options, **SETTINGS, backup_every=1)
     assert len(grid.read_results(out)) == 2  # the finished runs survive Ctrl-C
+    assert (Path(out) / "backup" / calls[2] / "train" / "state.json").exists()  # and the interrupted one resumes
     monkeypatch.setattr(grid, "run", real_run)
     lines = []
     results, text = grid.compare("quick", out=out, dataset=folder, echo=lines.append, **options, **SETTINGS)
@@ -71,6 +89,8 @@ def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     assert len(results) == 8 and results["key"].is_unique
     assert set(results["samples_per_class"].astype(str)) == {"2", "3"}
     assert results["test_accuracy"].between(0, 1).all() and (results["epochs_run"] == 2).all()
+    resumed_history = pd.read_csv(Path(out) / "history" / f"{calls[2]}.csv")  # its first epoch was kept
+    assert list(resumed_history["epoch"]) == [0, 1] and not (Path(out) / "backup" / calls[2]).exists()
     assert "Mann-Whitney" in text and "| ufm |" in text and (Path(out) / "summary.md").read_text() == text
     assert (Path(out) / "accuracy_vs_samples.png").stat().st_size > 10_000
     assert (Path(out) / "learning_curves.png").stat().st_size > 10_000

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from keras_l2t import backbones, matching
-from keras_l2t.l2t import METHODS, L2TModel
+from keras_l2t.callbacks import RunBackup
+from keras_l2t.l2t import META_METHODS, METHODS, L2TModel
 from keras_l2t.optim import TorchSGD
 
 
@@ -225,3 +226,26 @@ def test_torch_sgd_matches_the_pytorch_update_rule():
         velocity = 0.9 * velocity + gradient + 0.01 * expected
         expected = expected - 0.1 * velocity
     np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", META_METHODS)
+def test_a_run_backup_restores_target_meta_networks_and_both_optimizers(method, tmp_path):
+    inputs, labels = batch()
+    model = tiny_model(method)
+    model.compile()
+    model.fit(inputs, labels, batch_size=3, epochs=2, verbose=0, callbacks=[RunBackup(str(tmp_path))])
+    resumed = tiny_model(method)  # a fresh initialisation
+    resumed.compile()
+    backup = RunBackup(str(tmp_path))
+    backup.set_model(resumed)
+    backup.set_params({"epochs": 3})
+    backup.on_train_begin()
+    variables = [
+        list(network.weights) + list(network.optimizer.variables) + list(network.meta_optimizer.variables)
+        for network in (model, resumed)
+    ]
+    for mine, theirs in zip(*variables, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    history = resumed.fit(inputs, labels, batch_size=3, epochs=3, verbose=0, callbacks=[RunBackup(str(tmp_path))])
+    assert len(history.history["loss"]) == 1  # epochs 1 and 2 came from the backup
+    assert int(resumed.optimizer.iterations) == int(resumed.meta_optimizer.iterations) == 6
