@@ -232,6 +232,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
     text = stats.summary(results, order, baseline, course=course)
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
+    text += _meta_drift_section(results, out)
     with open(os.path.join(out, "summary.md"), "w") as file:
         file.write(text)
     if len(results):
@@ -240,6 +241,19 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
             results, os.path.join(out, "history"), os.path.join(out, "learning_curves.png"), order
         )
     return text
+
+
+def _meta_drift_section(results: pd.DataFrame, out: str) -> str:
+    meta_runs = results.loc[results["strategy"].isin(["l2t_ww", "l2t_www"]), "run"]
+    drift = stats.meta_weight_drift(os.path.join(out, "tb"), meta_runs) if len(meta_runs) else pd.DataFrame()
+    if drift.empty:
+        return ""
+    return (
+        "\n## How far the meta-networks moved\n\nWhere weights (lambda, mean over pairs) after the first and the last "
+        "epoch, and the largest drop of a pair's what entropy below log C (the uniform start).\n\n"
+        + stats.meta_drift_table(drift)
+        + "\n"
+    )
 
 
 def compare(

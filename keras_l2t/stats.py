@@ -256,3 +256,59 @@ def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, ord
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def meta_weight_drift(tb_dir: str, runs) -> pd.DataFrame:
+    """How far the L2T meta-networks moved during each run, from `MetaWeightsLogger`'s TensorBoard scalars.
+
+    The what network starts at zero, so its first logged entropy is log C (uniform weights over C channels);
+    the where network starts at its random initialisation. At N = 10 per class a 200-epoch run makes only 200
+    meta steps, which this shows directly.
+
+    Args:
+        tb_dir: a comparison's `<out>/tb` folder.
+        runs: run names (rows of `results.csv` whose strategy is l2t_ww or l2t_www).
+
+    Returns:
+        One row per run and pair: run, pair, epochs, where_first, where_last, what_entropy_first,
+        what_entropy_last (nats).
+
+    """
+    from keras_l2t.callbacks import read_scalars
+
+    rows = []
+    for run in runs:
+        scalars = read_scalars(os.path.join(tb_dir, run, "meta"))
+        for tag in sorted(tag for tag in scalars if tag.startswith("where/")):
+            pair = tag.split("/", 1)[1]
+            where, entropy = scalars[tag], scalars.get(f"what_entropy/{pair}", [(0, np.nan)])
+            rows.append({
+                "run": run, "pair": pair, "epochs": len(where),
+                "where_first": where[0][1], "where_last": where[-1][1],
+                "what_entropy_first": entropy[0][1], "what_entropy_last": entropy[-1][1],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def meta_drift_table(drift: pd.DataFrame) -> str:
+    """Markdown: per run, the mean where weight, its largest change and the largest what-entropy drop.
+
+    Args:
+        drift: from `meta_weight_drift`.
+
+    Returns:
+        A markdown table (one line per run).
+
+    """
+    lines = [
+        "| run | epochs logged | where: mean first -> last | largest where change | largest what-entropy drop |",
+        "|---|---|---|---|---|",
+    ]
+    for run, rows in drift.groupby("run", sort=False):
+        change = (rows["where_last"] - rows["where_first"]).abs().max()
+        drop = (rows["what_entropy_first"] - rows["what_entropy_last"]) / rows["what_entropy_first"]
+        lines.append(
+            f"| {run} | {rows['epochs'].max()} | {rows['where_first'].mean():.3f} -> {rows['where_last'].mean():.3f}"
+            f" | {change:.3f} | {100 * drop.max():.2f} % of log C |"
+        )
+    return "\n".join(lines)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import backbones, matching
+from keras_l2t import backbones, matching, stats
 from keras_l2t.callbacks import RunBackup
 from keras_l2t.l2t import META_METHODS, METHODS, L2TModel
 from keras_l2t.optim import TorchSGD
@@ -196,17 +196,23 @@ def test_meta_weights_logger_writes_where_what_and_which(tmp_path):
     model = tiny_model("l2t_www")
     model.compile()
     x, y = batch(size=6)
-    model.fit(x, y, batch_size=6, epochs=2, verbose=0, callbacks=[MetaWeightsLogger(x, str(tmp_path))])
-    scalars = read_scalars(str(tmp_path))
+    model.fit(x, y, batch_size=6, epochs=2, verbose=0, callbacks=[MetaWeightsLogger(x, str(tmp_path / "run"))])
+    scalars = read_scalars(str(tmp_path / "run"))
     pairs = len(model.pairs)
     assert len([tag for tag in scalars if tag.startswith("where/")]) == pairs
     entropies = [values for tag, values in scalars.items() if tag.startswith("what_entropy/")]
     assert len(entropies) == pairs and all(len(values) == 2 for values in entropies)
     assert all(0 < value <= np.log(6) + 1e-6 for values in entropies for _, value in values)
     tags = set()
-    for record in tf.data.TFRecordDataset([str(p) for p in (tmp_path / "meta").glob("events*")]):
+    for record in tf.data.TFRecordDataset([str(p) for p in (tmp_path / "run" / "meta").glob("events*")]):
         tags |= {value.tag for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
     assert any(tag.startswith("which/") for tag in tags) and any(tag.startswith("what/") for tag in tags)
+    drift = stats.meta_weight_drift(str(tmp_path), ["run"])  # what the comparison summary reports
+    assert len(drift) == pairs and (drift["epochs"] == 2).all()
+    first_pair = drift.iloc[0]
+    assert first_pair["where_last"] == pytest.approx(scalars[f"where/{first_pair['pair']}"][1][1])
+    assert first_pair["what_entropy_first"] == pytest.approx(scalars[f"what_entropy/{first_pair['pair']}"][0][1])
+    assert "| run | 2 |" in stats.meta_drift_table(drift)
 
 
 def test_reference_cosine_schedule():
