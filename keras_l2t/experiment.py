@@ -106,6 +106,11 @@ class RunConfig:
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
 
     @property
+    def backup_dir(self) -> str:
+        """Where the run backs itself up while it trains (`<out>/backup/<name>/`, one folder per phase)."""
+        return os.path.join(self.out, "backup", self.name)
+
+    @property
     def name(self) -> str:
         """A unique, readable run name (its log folder): strategy, network, data, N, epochs, seed and `key`."""
         dataset = os.path.basename(os.path.normpath(self.dataset))
@@ -177,16 +182,17 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
     )
 
 
-def _backup_dir(config: RunConfig, phase: str = "") -> str:
-    return os.path.join(config.out, "backup", config.name, phase.strip("-") or "train")
+def _history_file(config: RunConfig, phase: str = "") -> str:
+    return os.path.join(config.out, "history", config.name + phase + ".csv")
 
 
 def _callbacks(config: RunConfig, model: keras.Model, splits: data.Data, phase: str = "") -> tuple[list, object]:
     log_dir = os.path.join(config.out, "tb", config.name + phase)
-    history_file = os.path.join(config.out, "history", config.name + phase + ".csv")
+    history_file = _history_file(config, phase)
     os.makedirs(os.path.dirname(history_file), exist_ok=True)
     early_stop = EarlyStopPoint(log_dir, patience=config.patience) if splits.validation is not None else None
-    backup = RunBackup(_backup_dir(config, phase), early_stop, every=config.backup_every)
+    backup_dir = os.path.join(config.backup_dir, phase.strip("-") or "train")
+    backup = RunBackup(backup_dir, early_stop, every=config.backup_every)
     resumed = backup.saved_epoch()
     if resumed:
         _truncate_history(history_file, resumed)
@@ -226,7 +232,7 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
         verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles
     )
-    history = _read_history(os.path.join(config.out, "history", config.name + phase + ".csv"))  # all epochs
+    history = _read_history(_history_file(config, phase))  # every epoch, those before a resume included
     earlier_seconds = callbacks[-1].restored_seconds  # the backup's: time spent before an interruption
     point = early_stop.result() if monitor else {"best_epoch": len(history["loss"]), "stopped_epoch": None}
     best = (point["best_epoch"] or len(history["loss"])) - 1
@@ -269,7 +275,7 @@ def run(config: RunConfig, splits: data.Data | None = None) -> dict:
         result["best_epoch"] += config.epochs
     result["test_accuracy"] = _test_accuracy(model, splits)
     result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
-    shutil.rmtree(os.path.join(config.out, "backup", config.name), ignore_errors=True)
+    shutil.rmtree(config.backup_dir, ignore_errors=True)
     return {
         **dataclasses.asdict(config),
         "run": config.name,

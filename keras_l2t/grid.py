@@ -22,6 +22,7 @@ import pandas as pd
 
 from keras_l2t import stats, strategies
 from keras_l2t.experiment import RunConfig, run
+from keras_l2t.l2t import META_METHODS
 
 MATCHING_ROUTINE = {"batch_size": 128, "validation": 1000, "backup_every": 10}  # a backup costs ~0.5 s
 PRESETS = {
@@ -153,7 +154,7 @@ def write_hparams(config: RunConfig, result: dict) -> None:
 
 def _clear_partial(config: RunConfig) -> None:
     """Remove the logs of an interrupted run that left no backup (one with a backup resumes and keeps them)."""
-    if os.path.isdir(os.path.join(config.out, "backup", config.name)):
+    if os.path.isdir(config.backup_dir):
         return
     shutil.rmtree(os.path.join(config.out, "tb", config.name), ignore_errors=True)
     history = os.path.join(config.out, "history")
@@ -244,7 +245,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
 
 
 def _meta_drift_section(results: pd.DataFrame, out: str) -> str:
-    meta_runs = results.loc[results["strategy"].isin(["l2t_ww", "l2t_www"]), "run"]
+    meta_runs = results.loc[results["strategy"].isin(META_METHODS), "run"]
     drift = stats.meta_weight_drift(os.path.join(out, "tb"), meta_runs) if len(meta_runs) else pd.DataFrame()
     if drift.empty:
         return ""

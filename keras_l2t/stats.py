@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from keras_l2t.callbacks import read_scalars
+
 SIGNIFICANCE = 0.05
 
 
@@ -261,9 +263,9 @@ def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, ord
 def meta_weight_drift(tb_dir: str, runs) -> pd.DataFrame:
     """How far the L2T meta-networks moved during each run, from `MetaWeightsLogger`'s TensorBoard scalars.
 
-    The what network starts at zero, so its first logged entropy is log C (uniform weights over C channels);
-    the where network starts at its random initialisation. At N = 10 per class a 200-epoch run makes only 200
-    meta steps, which this shows directly.
+    The what network starts at zero (uniform weights over C channels, entropy log C), the where network at its
+    random initialisation; the first values are logged after the first epoch. At N = 10 per class a 200-epoch
+    run makes only 200 meta steps, which this shows directly.
 
     Args:
         tb_dir: a comparison's `<out>/tb` folder.
@@ -274,8 +276,6 @@ def meta_weight_drift(tb_dir: str, runs) -> pd.DataFrame:
         what_entropy_last (nats).
 
     """
-    from keras_l2t.callbacks import read_scalars
-
     rows = []
     for run in runs:
         scalars = read_scalars(os.path.join(tb_dir, run, "meta"))
