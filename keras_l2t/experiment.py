@@ -186,7 +186,9 @@ def _history_file(config: RunConfig, phase: str = "") -> str:
     return os.path.join(config.out, "history", config.name + phase + ".csv")
 
 
-def _callbacks(config: RunConfig, model: keras.Model, splits: data.Data, phase: str = "") -> tuple[list, object]:
+def _callbacks(
+    config: RunConfig, model: keras.Model, splits: data.Data, phase: str = ""
+) -> tuple[list, EarlyStopPoint | None, RunBackup]:
     log_dir = os.path.join(config.out, "tb", config.name + phase)
     history_file = _history_file(config, phase)
     os.makedirs(os.path.dirname(history_file), exist_ok=True)
@@ -203,7 +205,7 @@ def _callbacks(config: RunConfig, model: keras.Model, splits: data.Data, phase: 
     if getattr(model, "phi", None) and splits.validation is not None:
         examples = next(iter(splits.validation))[0][:8]
         callbacks.append(MetaWeightsLogger(examples, os.path.join(log_dir, "meta")))
-    return callbacks + [backup], early_stop
+    return callbacks + [backup], early_stop, backup
 
 
 def _truncate_history(history_file: str, epochs: int) -> None:
@@ -222,7 +224,7 @@ def _read_history(history_file: str) -> dict[str, list[float]]:
 
 
 def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, phase: str = "") -> dict:
-    callbacks, early_stop = _callbacks(config, model, splits, phase)
+    callbacks, early_stop, backup = _callbacks(config, model, splits, phase)
     monitor = splits.validation is not None
     model.fit(
         splits.train,
@@ -233,7 +235,7 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
         shuffle=False,  # the pipeline shuffles
     )
     history = _read_history(_history_file(config, phase))  # every epoch, those before a resume included
-    earlier_seconds = callbacks[-1].restored_seconds  # the backup's: time spent before an interruption
+    earlier_seconds = backup.restored_seconds  # time spent before an interruption, up to its last backup
     point = early_stop.result() if monitor else {"best_epoch": len(history["loss"]), "stopped_epoch": None}
     best = (point["best_epoch"] or len(history["loss"])) - 1
     return {

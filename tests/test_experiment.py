@@ -151,8 +151,8 @@ def test_an_interrupted_run_resumes_and_reports_every_epoch(tmp_path, monkeypatc
     callbacks = experiment._callbacks
 
     def interrupted(*args, **kwargs):
-        chosen, early_stop = callbacks(*args, **kwargs)
-        return chosen[:-1] + [Interrupt(), chosen[-1]], early_stop  # the backup stays last
+        chosen, early_stop, backup = callbacks(*args, **kwargs)
+        return chosen[:-1] + [Interrupt(), backup], early_stop, backup  # the backup stays last
 
     monkeypatch.setattr(experiment, "_callbacks", interrupted)
     with pytest.raises(KeyboardInterrupt):

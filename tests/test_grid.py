@@ -44,8 +44,8 @@ def with_interrupt(callbacks_of_a_run):
             raise KeyboardInterrupt
 
     def wrapped(*args, **kwargs):
-        callbacks, early_stop = callbacks_of_a_run(*args, **kwargs)
-        return callbacks + [Interrupt()], early_stop
+        callbacks, early_stop, backup = callbacks_of_a_run(*args, **kwargs)
+        return callbacks + [Interrupt()], early_stop, backup
 
     return wrapped
 
