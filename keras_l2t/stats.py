@@ -105,6 +105,32 @@ def accuracy_table(results: pd.DataFrame, order=None, baseline: str | None = Non
     return "\n".join(lines)
 
 
+def seed_table(results: pd.DataFrame, order=None) -> str:
+    """Markdown tables of test accuracy (%) per method and seed, one per samples-per-class value.
+
+    A seed fixes the training subset and the initial weights, so the methods of one column saw the same images:
+    this shows whether a difference of means holds seed by seed.
+
+    Args:
+        results: one row per run, with a `seed` column.
+        order: the methods in order.
+
+    Returns:
+        Markdown text.
+
+    """
+    seeds, parts = sorted(set(results["seed"])), []
+    for size in _sample_sizes(results):
+        at = results[results["samples_per_class"] == size]
+        lines = [f"N = {size}:", "", "| method | " + " | ".join(f"seed {seed}" for seed in seeds) + " |"]
+        lines.append("|---" * (len(seeds) + 1) + "|")
+        for method in _order(at, order):
+            rows = at[at["strategy"] == method].groupby("seed")["test_accuracy"].mean()
+            lines.append(f"| {method} | " + " | ".join(_percent(rows.get(seed)) for seed in seeds) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def course_table(results: pd.DataFrame, order=None) -> str:
     """The course-style markdown table: per strategy, train / validation / test accuracy (%) and time.
 
@@ -161,6 +187,8 @@ def summary(results: pd.DataFrame, order=None, baseline: str | None = None, cour
     if course:
         parts += ["## Strategies", "", course_table(results, order), ""]
     parts += ["## Test accuracy by samples per class", "", accuracy_table(results, order, baseline), ""]
+    if 1 < results["seed"].nunique() <= 10:
+        parts += ["## Test accuracy by seed", "", seed_table(results, order), ""]
     if not course:
         parts += ["## Per strategy (means over runs)", "", course_table(results, order), ""]
     return "\n".join(parts)

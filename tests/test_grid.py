@@ -128,6 +128,14 @@ def test_mann_whitney_against_a_baseline():
     assert "52.5 ± 1.9* (6)" in grid.stats.accuracy_table(results)
 
 
+def test_seed_table_puts_each_seed_in_its_column():
+    rows = [("a", 10, 1, 0.25), ("b", 10, 0, 0.5), ("a", 10, 0, 0.125), ("a", 50, 0, 0.75)]
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "seed", "test_accuracy"])
+    text = grid.stats.seed_table(results, order=["a", "b"])
+    assert "| method | seed 0 | seed 1 |" in text and "| a | 12.5 | 25.0 |" in text and "| b | 50.0 |  |" in text
+    assert text.index("N = 10:") < text.index("N = 50:") and "| a | 75.0 |  |" in text
+
+
 def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
     module = app()
     assert module.main(["--dataset", folder, "--strategies", "l2t_wwww", "--out", str(tmp_path)]) == 2
