@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_l2t import backbones, matching
-from keras_l2t.optim import TorchSGD, torch_sgd_step
+from keras_l2t.optim import TorchAdam, TorchSGD, torch_sgd_step
 
 METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www")
 META_METHODS = ("l2t_ww", "l2t_www")
@@ -61,7 +61,7 @@ class L2TModel(keras.Model):
 
     `fit` runs `train_step`; `evaluate` and `predict` use the target alone; `model.target` is the trained
     network (a plain Keras model that saves as `.keras`). Compile with a `TorchSGD` target optimizer (the
-    default) and, for L2T methods, a meta optimizer (default Adam, lr 1e-4, eps 1e-8).
+    default) and, for L2T methods, a meta optimizer (default `TorchAdam`, lr 1e-4, eps 1e-8, as PyTorch's Adam).
 
     Args:
         source: the pretrained source network (frozen, always run in inference mode).
@@ -138,7 +138,7 @@ class L2TModel(keras.Model):
         Args:
             optimizer: the target optimizer; default `TorchSGD(0.1, momentum=0.9, coupled_weight_decay=1e-4)`.
                 The L2T methods need a `TorchSGD` (their look-ahead steps reuse its rule and buffers).
-            meta_optimizer: the meta-networks' optimizer; default Adam(1e-4, epsilon=1e-8).
+            meta_optimizer: the meta-networks' optimizer; default TorchAdam(1e-4, epsilon=1e-8).
             jit_compile: XLA; off by default (10x slower on CPU here), worth trying on a GPU.
             **kwargs: passed to `keras.Model.compile`.
 
@@ -151,7 +151,7 @@ class L2TModel(keras.Model):
             )
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.optimizer.build(self.theta)
-        self.meta_optimizer = meta_optimizer or keras.optimizers.Adam(1e-4, epsilon=1e-8)
+        self.meta_optimizer = meta_optimizer or TorchAdam(1e-4, epsilon=1e-8)
         if self.phi:
             self.meta_optimizer.build(self.phi)
 

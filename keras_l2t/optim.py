@@ -1,4 +1,4 @@
-"""PyTorch-style SGD for Keras, usable both as a normal optimizer and as a differentiable look-ahead step."""
+"""PyTorch-style SGD (also a differentiable look-ahead step) and Adam for Keras, as the L2T-ww reference uses them."""
 
 from __future__ import annotations
 
@@ -82,6 +82,65 @@ class TorchSGD(keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config.update({"momentum": self.momentum, "coupled_weight_decay": self.coupled_weight_decay})
+        return config
+
+
+class TorchAdam(keras.optimizers.Optimizer):
+    """Adam exactly as `torch.optim.Adam` (Kingma and Ba 2015, Algorithm 1), the L2T-ww meta optimizer.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    theta <- theta - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
+    Keras' Adam adds epsilon before the second moment's bias correction ("epsilon hat"; at step t it acts as
+    eps / sqrt(1 - b2^t), 3e-7 at the first step), so its steps differ from PyTorch's for gradient elements below
+    about 1e-5. In L2T-ww's meta step such elements exist, e.g. the kernel rows of source channels whose pooled
+    activation is zero, moved by weight decay alone (see `benchmarks/reference_check.py`). Weight decay is not
+    part of this optimizer: `L2TModel` adds the coupled decay to the meta-gradients, as
+    `torch.optim.Adam(weight_decay=...)` does.
+
+    Args:
+        learning_rate: lr.
+        beta_1: b1.
+        beta_2: b2.
+        epsilon: eps, added after the bias correction as in PyTorch.
+        name: the optimizer's name.
+
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-4,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        name: str = "torch_adam",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.first_moments = [self.add_variable_from_reference(variable, "first_moment") for variable in variables]
+        self.second_moments = [self.add_variable_from_reference(variable, "second_moment") for variable in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops, index = keras.ops, self._get_variable_index(variable)
+        first, second = self.first_moments[index], self.second_moments[index]
+        gradient = ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        self.assign(first, self.beta_1 * first + (1 - self.beta_1) * gradient)
+        self.assign(second, self.beta_2 * second + (1 - self.beta_2) * ops.square(gradient))
+        beta_1, beta_2 = (ops.convert_to_tensor(beta, variable.dtype) for beta in (self.beta_1, self.beta_2))
+        first_correction, second_correction = 1 - ops.power(beta_1, step), 1 - ops.power(beta_2, step)
+        denominator = ops.sqrt(second / second_correction) + self.epsilon
+        rate = ops.cast(learning_rate, variable.dtype) / first_correction
+        self.assign(variable, variable - rate * first / denominator)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
         return config
 
 
