@@ -1,7 +1,7 @@
 """Cross-check L2TModel's L2T-ww train_step against the authors' PyTorch code, step by step, in float64.
 
-    git clone https://github.com/alinlab/L2T-ww /tmp/L2T-ww && pip install torch  # torch is not our dependency
-    KERAS_L2T_WEIGHTS_DIR=../shared/weights python benchmarks/reference_check.py --reference /tmp/L2T-ww \\
+    git clone https://github.com/alinlab/L2T-ww ../L2T-ww && pip install torch  # torch is not our dependency
+    KERAS_L2T_WEIGHTS_DIR=../shared/weights python benchmarks/reference_check.py --reference ../L2T-ww \\
         --cifar ../shared/data/cifar10/train
 
 Both sides start from the same weights (the PyTorch target is built from the Keras one) and see the same real
@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_l2t import backbones, sources
+from keras_l2t.catalog import IMAGENET_MEAN, IMAGENET_STD
 from keras_l2t.l2t import L2TModel
+from keras_l2t.nets import VGG9_LAYOUT
 from keras_l2t.optim import TorchSGD
 
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-VGG9_LAYOUT = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 SOURCE_STAGE_ENDS = (4, 9, 14)  # resnet32's 15 block outputs in the reference; ours taps the stage ends
 
 
@@ -67,7 +67,7 @@ def cifar_batches(folder: str, batch: int, steps: int) -> list:
     per_class = -(-batch * steps // 10)
     chosen = np.concatenate([np.flatnonzero(labels == label)[:per_class] for label in range(10)])
     chosen = np.random.default_rng(0).permutation(chosen)[: batch * steps]
-    images = (sources.read_images([paths[i] for i in chosen]) / 255.0 - MEAN) / STD
+    images = (sources.read_images([paths[i] for i in chosen]) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return [(images[i : i + batch], labels[chosen][i : i + batch]) for i in range(0, batch * steps, batch)]
 
 
