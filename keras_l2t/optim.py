@@ -92,8 +92,8 @@ class TorchAdam(keras.optimizers.Optimizer):
     theta <- theta - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
     Keras' Adam adds epsilon before the second moment's bias correction ("epsilon hat"; at step t it acts as
     eps / sqrt(1 - b2^t), 3e-7 at the first step), so its steps differ from PyTorch's for gradient elements below
-    about 1e-5. In L2T-ww's meta step such elements exist, e.g. the kernel rows of source channels whose pooled
-    activation is zero, moved by weight decay alone (see `benchmarks/reference_check.py`). Weight decay is not
+    about 1e-5. L2T-ww's meta step has such elements (measured: 2 % of the meta kernels' hypergradient elements are
+    below 1e-8, moved by weight decay alone; see `benchmarks/reference_check.py`). Weight decay is not
     part of this optimizer: `L2TModel` adds the coupled decay to the meta-gradients, as
     `torch.optim.Adam(weight_decay=...)` does.
 
