@@ -18,11 +18,17 @@ Prints, per step, the largest relative difference of the target weights, the met
 BatchNorm moving means; with `--meta-sgd`, the meta optimizer is SGD(1) without decay on both sides, so that the
 applied meta move is the hypergradient itself; with `--keras-adam`, our meta optimizer is Keras' Adam instead of
 `TorchAdam` (whose epsilon differs, see `keras_l2t.optim.TorchAdam`).
+
+With `--time STEPS` it times instead, in float32 at `--batch-size` (use 128): seconds per iteration of the
+reference's loop body and of a plain PyTorch SGD step of the same vgg9 on cross-entropy, each after one warm-up
+iteration (compare with `benchmarks/step_time.py`). The source maps are precomputed here, so the reference's
+figure leaves out the five no-grad resnet32 forwards that its `inner_objective` runs per iteration.
 """
 
 import argparse
 import os
 import sys
+import time
 import types
 import warnings
 
@@ -221,6 +227,35 @@ def with_reference_extra_update(model: L2TModel, images) -> list:
     return [numpy(s) for v, s in zip(variables, statistics, strict=True) if v.path.endswith("moving_mean")]
 
 
+def seconds_per_call(function, steps: int) -> float:
+    """Mean seconds of `steps` calls of `function` after one warm-up call."""
+    function()
+    start = time.perf_counter()
+    for _ in range(steps):
+        function()
+    return (time.perf_counter() - start) / steps
+
+
+def time_reference(side: ReferenceSide, images, labels, source_maps, steps: int) -> None:
+    """Print seconds per reference iteration and per plain PyTorch SGD step of its vgg9 (cross-entropy)."""
+    torch = side.torch
+    x, y = torch.tensor(images.transpose(0, 3, 1, 2).copy()), torch.tensor(labels).long()
+    plain = torch.optim.SGD(side.target.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def plain_step():
+        plain.zero_grad()
+        torch.nn.functional.cross_entropy(side.target(x)[0], y).backward()
+        plain.step()
+
+    figures = {
+        "reference L2T-ww iteration": seconds_per_call(lambda: side.step(images, labels, source_maps), steps),
+        "PyTorch plain vgg9 step": seconds_per_call(plain_step, steps),
+    }
+    threads = torch.get_num_threads()
+    for key, value in figures.items():
+        print(f"{key}: {value:.2f} s (batch {len(images)}, {threads} threads, {steps} steps)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", required=True, help="a clone of https://github.com/alinlab/L2T-ww")
@@ -230,18 +265,25 @@ def main() -> None:
     parser.add_argument("--meta-sgd", action="store_true", help="meta optimizer SGD(1): moves = hypergradients")
     parser.add_argument("--keras-adam", action="store_true", help="Keras' Adam as our meta optimizer")
     parser.add_argument("--torch2-zero-grad", action="store_true", help="PyTorch 2's zero_grad(set_to_none=True)")
+    parser.add_argument("--time", type=int, default=0, metavar="STEPS", help="time the reference (float32)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.reference, "train", "meta_optimizers.py")):
         parser.error(f"{args.reference!r} is not a clone of alinlab/L2T-ww (no train/meta_optimizers.py)")
     import torch
 
     warnings.filterwarnings("ignore", message="This overload of add_ is deprecated")  # the reference's MetaSGD
-    torch.set_default_dtype(torch.float64)
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
+    if not args.time:
+        torch.set_default_dtype(torch.float64)
+        keras.config.set_floatx("float64")
+        keras.config.set_dtype_policy("float64")
     reference, meta_sgd_class = import_reference(args.reference, args.torch2_zero_grad)
     model = keras_model(args.meta_sgd, args.keras_adam)
     side = ReferenceSide(model, reference, meta_sgd_class, args.meta_sgd)
+    if args.time:
+        images, labels = cifar_batches(args.cifar, args.batch_size, 1)[0]
+        images = images.astype("float32")
+        time_reference(side, images, labels, model.source_features(tf.constant(images), training=False), args.time)
+        return
     start = [numpy(layer.kernel) for layer in model.what + model.where]
     for step, (images, labels) in enumerate(cifar_batches(args.cifar, args.batch_size, args.steps), 1):
         source_maps = model.source_features(tf.constant(images), training=False)

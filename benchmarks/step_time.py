@@ -2,11 +2,15 @@
 
     python benchmarks/step_time.py --batch-size 128 --steps 3
 
-Also times a plain Keras `compile` + `fit` step of vgg9 on cross-entropy, as the floor.
+Also times a plain Keras `compile` + `fit` step of vgg9 on cross-entropy, as the floor. Each method runs one
+`fit` of 1 + STEPS steps, timed step by step: the first step (which traces the function) is reported apart, the
+others by their median, so that a stray slow step (garbage collection, a neighbour on a shared machine) does not
+move the figure; the slowest is printed too.
 """
 
 import argparse
 import json
+import statistics
 import time
 
 import keras
@@ -17,13 +21,26 @@ from keras_l2t import backbones
 from keras_l2t.l2t import L2TModel
 
 
-def seconds_per_step(model, dataset, steps: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # traces the step
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    return first, (time.perf_counter() - start) / steps
+class StepTimer(keras.callbacks.Callback):
+    """Wall-clock seconds of every training step of a `fit`."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def seconds_per_step(model, dataset, steps: int) -> tuple[float, float, float]:
+    """Seconds of the first (tracing) step, the median and the slowest of the `steps` steps after it."""
+    timer = StepTimer()
+    model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer])
+    first, rest = timer.seconds[0], timer.seconds[1:]
+    return first, statistics.median(rest), max(rest)
 
 
 def main():
@@ -50,7 +67,7 @@ def main():
         else:
             model = L2TModel(source, target, method=method)
             model.compile()
-        first, seconds = seconds_per_step(model, dataset, args.steps)
+        first, seconds, slowest = seconds_per_step(model, dataset, args.steps)
         results[method] = seconds
         print(
             json.dumps(
@@ -59,6 +76,7 @@ def main():
                     "batch_size": args.batch_size,
                     "first_step_s": round(first, 1),
                     "seconds_per_step": round(seconds, 3),
+                    "slowest_step_s": round(slowest, 3),
                 }
             ),
             flush=True,
