@@ -204,7 +204,7 @@ def _pyplot():
 
 
 def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None) -> str:
-    """The thesis figure: test accuracy against samples per class, mean +- std, one line per method.
+    """The thesis figure: test accuracy against samples per class, mean +- std per method, each run a dot.
 
     Args:
         results: one row per run.
@@ -223,10 +223,16 @@ def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None) -> st
         rows = results[results["strategy"] == method]
         grouped = rows.groupby("samples_per_class", sort=False)["test_accuracy"]
         means, spreads = grouped.mean(), grouped.std(ddof=1).fillna(0)
-        x = np.array([positions[size] for size in means.index]) + 0.03 * (offset - 1.5)
-        axis.errorbar(x, 100 * means.to_numpy(), yerr=100 * spreads.to_numpy(), marker="o", capsize=3, label=method)
+        shift = 0.03 * (offset - 1.5)
+        x = np.array([positions[size] for size in means.index]) + shift
+        line = axis.errorbar(
+            x, 100 * means.to_numpy(), yerr=100 * spreads.to_numpy(), marker="o", capsize=3, label=method
+        )
+        runs_x = rows["samples_per_class"].map(positions).to_numpy() + shift + 0.008
+        axis.scatter(runs_x, 100 * rows["test_accuracy"], s=10, alpha=0.5, color=line.lines[0].get_color())
     axis.set_xticks(range(len(sizes)), [str(size) for size in sizes])
-    axis.set(xlabel="training images per class", ylabel="test accuracy (%)", title="Test accuracy (mean ± std)")
+    title = "Test accuracy (mean ± std; dots: single runs)"
+    axis.set(xlabel="training images per class", ylabel="test accuracy (%)", title=title)
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

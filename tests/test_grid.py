@@ -136,6 +136,21 @@ def test_seed_table_puts_each_seed_in_its_column():
     assert text.index("N = 10:") < text.index("N = 50:") and "| a | 75.0 |  |" in text
 
 
+def test_accuracy_plot_shows_every_run_beside_the_mean(tmp_path, monkeypatch):
+    rows = [("a", 10, 0.2), ("a", 10, 0.4), ("a", 50, 0.6), ("b", 10, 0.3)]
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
+    plt = grid.stats._pyplot()
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    grid.stats.plot_accuracy_vs_samples(results, str(tmp_path / "plot.png"), order=["a", "b"])
+    axis = figures[0].axes[0]
+    scatters = [item for item in axis.collections if type(item).__name__ == "PathCollection"]
+    dots = [collection.get_offsets()[:, 1] for collection in scatters]
+    assert sorted(np.concatenate(dots).tolist()) == pytest.approx([20, 30, 40, 60])  # every run, in %
+    means = [line.get_ydata().tolist() for line in axis.lines if line.get_marker() == "o"]
+    assert means == [pytest.approx([30, 60]), pytest.approx([30])]
+
+
 def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
     module = app()
     assert module.main(["--dataset", folder, "--strategies", "l2t_wwww", "--out", str(tmp_path)]) == 2
