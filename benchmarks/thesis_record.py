@@ -1,0 +1,67 @@
+"""Keep issue 4's N = 10 thesis-protocol results in the repository, then print their tables.
+
+    python benchmarks/thesis_record.py [--results runs/thesis_n10/results.csv] [--record docs/thesis_n10_runs.csv]
+
+`runs/` is not committed, and the machine that held seeds 0-3 of the grid was shut down with it (2026-11-25): the
+figures of those runs survive only as the README and session notes recorded them (test accuracy rounded to
+0.1 %), which is what the record's first rows hold, each with its source. This script folds every finished run of
+`results.csv` into the committed record (one row per method and seed; a row already there is kept), so that a
+finished run is never lost again, and prints the mean ± std table with Mann-Whitney p-values and the per-seed
+table, computed from the record by `keras_l2t.stats`.
+"""
+
+import argparse
+import datetime
+import os
+
+import pandas as pd
+
+from keras_l2t import grid, stats
+from keras_l2t.l2t import META_METHODS
+
+COLUMNS = [
+    "strategy", "samples_per_class", "seed", "epochs_run", "best_epoch", "test_accuracy", "wall_seconds",
+    "meta_optimizer", "source",
+]  # fmt: skip
+ORDER = ["scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www"]
+
+
+def _keys(table: pd.DataFrame) -> list[tuple]:
+    return [(row.strategy, int(row.samples_per_class), int(row.seed)) for row in table.itertuples()]
+
+
+def new_rows(results_path: str, record: pd.DataFrame) -> pd.DataFrame:
+    """The runs of `results_path` that the record does not hold yet, in the record's columns."""
+    if not os.path.exists(results_path):
+        return pd.DataFrame(columns=COLUMNS)
+    results = grid.read_results(os.path.dirname(results_path))
+    known = set(_keys(record))
+    fresh = results[[key not in known for key in _keys(results)]].copy()
+    fresh["meta_optimizer"] = ["torch_adam" if name in META_METHODS else "" for name in fresh["strategy"]]
+    fresh["source"] = f"{results_path}, recorded {datetime.date.today()}"
+    return fresh[COLUMNS]
+
+
+def _rank(value):
+    return ORDER.index(value) if value in ORDER else value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="runs/thesis_n10/results.csv")
+    parser.add_argument("--record", default="docs/thesis_n10_runs.csv")
+    args = parser.parse_args()
+    record = pd.read_csv(args.record, keep_default_na=False, na_values=[""])
+    fresh = new_rows(args.results, record)
+    if len(fresh):
+        record = pd.concat([record, fresh], ignore_index=True)
+        record = record.sort_values(["seed", "strategy"], key=lambda column: column.map(_rank), kind="stable")
+        record.to_csv(args.record, index=False, float_format="%.10g")
+    print(f"{len(fresh)} new run(s) recorded; {len(record)} in {args.record}\n")
+    print(stats.accuracy_table(record, ORDER))
+    print()
+    print(stats.seed_table(record, ORDER))
+
+
+if __name__ == "__main__":
+    main()
