@@ -25,6 +25,10 @@ iteration (compare with `benchmarks/step_time.py`). The source maps are precompu
 figure leaves out the five no-grad resnet32 forwards that its `inner_objective` runs per iteration.
 """
 
+# isort: off
+import keras_l2t  # noqa: F401  (first: it turns on oneDNN before TensorFlow loads)
+
+# isort: on
 import argparse
 import os
 import sys

@@ -8,6 +8,10 @@ others by their median, so that a stray slow step (garbage collection, a neighbo
 move the figure; the slowest is printed too.
 """
 
+# isort: off
+import keras_l2t  # noqa: F401  (first: it turns on oneDNN before TensorFlow loads)
+
+# isort: on
 import argparse
 import json
 import statistics

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import keras_l2t  # noqa: F401  (before any test module imports TensorFlow: it sets TF_ENABLE_ONEDNN_OPTS)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SHARED = Path(os.environ.get("KERAS_L2T_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared")).resolve()
