@@ -37,6 +37,7 @@ def new_rows(results_path: str, record: pd.DataFrame) -> pd.DataFrame:
     results = grid.read_results(os.path.dirname(results_path))
     known = set(_keys(record))
     fresh = results[[key not in known for key in _keys(results)]].copy()
+    fresh["test_accuracy"] = fresh["test_accuracy"].round(4)  # a count out of 10,000 test images
     fresh["meta_optimizer"] = ["torch_adam" if name in META_METHODS else "" for name in fresh["strategy"]]
     fresh["source"] = f"{results_path}, recorded {datetime.date.today()}"
     return fresh[COLUMNS]
