@@ -3,10 +3,10 @@
 import os
 
 # TensorFlow turns its oneDNN CPU kernels on by default only on x86 CPUs with neural-network features such as
-# AVX512_VNNI, AVX512_BF16 or AMX (TensorFlow 2.9 release notes); elsewhere (the
-# AMD EPYC machines of this project, most laptops) a vgg9 training step at batch 128 takes 4.9 s without them and
-# 1.55 s with them (measured 2026-11-30). TensorFlow reads the variable when it loads, so this works only when
-# keras_l2t is imported before tensorflow or keras; an explicit TF_ENABLE_ONEDNN_OPTS (0 to turn them off) wins.
+# AVX512_VNNI, AVX512_BF16 or AMX (TensorFlow 2.9 release notes). Without them (the AMD EPYC, AVX2 only, of this
+# project's machine of 2026-11-30) a vgg9 training step at batch 128 took 4.99 s, with them 1.39 s
+# (benchmarks/step_time.py). TensorFlow reads the variable when it loads, so this works only when keras_l2t is
+# imported before tensorflow or keras; an explicit TF_ENABLE_ONEDNN_OPTS (0 to turn them off) wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from keras_l2t import backbones, data, experiment, grid, nets, stats, strategies, weights  # noqa: E402

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-SHOW = "import keras_l2t, os, sys; import tensorflow; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+SHOW = "import keras_l2t, os, tensorflow; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
