@@ -7,7 +7,8 @@ figures of those runs survive only as the README and session notes recorded them
 0.1 %), which is what the record's first rows hold, each with its source. This script folds every finished run of
 `results.csv` into the committed record (one row per method and seed; a row already there is kept), so that a
 finished run is never lost again, and prints the mean ± std table with Mann-Whitney p-values and the per-seed
-table, computed from the record by `keras_l2t.stats`.
+table, computed from the record by `keras_l2t.stats`. With `--missing SEED` it prints instead the methods that
+have no row for that seed yet (a comma list, for `benchmarks/thesis_protocol.sh`).
 """
 
 import argparse
@@ -51,8 +52,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="runs/thesis_n10/results.csv")
     parser.add_argument("--record", default="docs/thesis_n10_runs.csv")
+    parser.add_argument("--missing", type=int, metavar="SEED", help="print the methods not yet recorded for SEED")
     args = parser.parse_args()
     record = pd.read_csv(args.record, keep_default_na=False, na_values=[""])
+    if args.missing is not None:
+        done = set(record.loc[record["seed"] == args.missing, "strategy"])
+        print(",".join(name for name in ORDER if name not in done))
+        return
     fresh = new_rows(args.results, record)
     if len(fresh):
         record = pd.concat([record, fresh], ignore_index=True)
