@@ -6,9 +6,10 @@
 figures of those runs survive only as the README and session notes recorded them (test accuracy rounded to
 0.1 %), which is what the record's first rows hold, each with its source. This script folds every finished run of
 `results.csv` into the committed record (one row per method and seed; a row already there is kept), so that a
-finished run is never lost again, and prints the mean ± std table with Mann-Whitney p-values and the per-seed
-table, computed from the record by `keras_l2t.stats`. With `--missing SEED` it prints instead the methods that
-have no row for that seed yet (a comma list, for `benchmarks/thesis_protocol.sh`).
+finished run is never lost again, and prints the mean ± std table with Mann-Whitney p-values (each method
+against the previous one, and against scratch) and the per-seed table, computed from the record by
+`keras_l2t.stats`. With `--missing SEED` it prints instead the methods that have no row for that seed yet (a comma
+list, for `benchmarks/thesis_protocol.sh`).
 """
 
 import argparse
@@ -66,6 +67,8 @@ def main() -> None:
         record.to_csv(args.record, index=False, float_format="%.10g")
     print(f"{len(fresh)} new run(s) recorded; {len(record)} in {args.record}\n")
     print(stats.accuracy_table(record, ORDER))
+    against = stats.mann_whitney(record, ORDER, baseline="scratch")
+    print("\nAgainst scratch: " + ", ".join(f"{row.method} p = {row.p_value:.2g}" for row in against.itertuples()))
     print()
     print(stats.seed_table(record, ORDER))
 
