@@ -1,6 +1,6 @@
 """Keep issue 4's N = 10 thesis-protocol results in the repository, then print their tables.
 
-    python benchmarks/thesis_record.py [--results runs/thesis_n10/results.csv] [--record docs/thesis_n10_runs.csv]
+    python benchmarks/thesis_record.py [--out runs/thesis_n10] [--record docs/thesis_n10_runs.csv]
 
 `runs/` is not committed, and the machine that held seeds 0-3 of the grid was shut down with it (2026-11-25): the
 figures of those runs survive only as the README and session notes recorded them (test accuracy rounded to
@@ -32,16 +32,14 @@ def _keys(table: pd.DataFrame) -> list[tuple]:
     return [(row.strategy, int(row.samples_per_class), int(row.seed)) for row in table.itertuples()]
 
 
-def new_rows(results_path: str, record: pd.DataFrame) -> pd.DataFrame:
-    """The runs of `results_path` that the record does not hold yet, in the record's columns."""
-    if not os.path.exists(results_path):
-        return pd.DataFrame(columns=COLUMNS)
-    results = grid.read_results(os.path.dirname(results_path))
+def new_rows(out: str, record: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the grid folder `out` (its results.csv) that the record does not hold yet, in its columns."""
+    results = grid.read_results(out)
     known = set(_keys(record))
     fresh = results[[key not in known for key in _keys(results)]].copy()
     fresh["test_accuracy"] = fresh["test_accuracy"].round(4)  # a count out of 10,000 test images
     fresh["meta_optimizer"] = ["torch_adam" if name in META_METHODS else "" for name in fresh["strategy"]]
-    fresh["source"] = f"{results_path}, recorded {datetime.date.today()}"
+    fresh["source"] = f"{os.path.join(out, 'results.csv')}, recorded {datetime.date.today()}"
     return fresh[COLUMNS]
 
 
@@ -51,7 +49,7 @@ def _rank(value):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="runs/thesis_n10/results.csv")
+    parser.add_argument("--out", default="runs/thesis_n10", help="the grid's output folder")
     parser.add_argument("--record", default="docs/thesis_n10_runs.csv")
     parser.add_argument("--missing", type=int, metavar="SEED", help="print the methods not yet recorded for SEED")
     args = parser.parse_args()
@@ -60,7 +58,7 @@ def main() -> None:
         done = set(record.loc[record["seed"] == args.missing, "strategy"])
         print(",".join(name for name in ORDER if name not in done))
         return
-    fresh = new_rows(args.results, record)
+    fresh = new_rows(args.out, record)
     if len(fresh):
         record = pd.concat([record, fresh], ignore_index=True)
         record = record.sort_values(["seed", "strategy"], key=lambda column: column.map(_rank), kind="stable")
