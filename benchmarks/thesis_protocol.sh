@@ -2,9 +2,11 @@
 # Issue 4's real result, resumable across sessions: the thesis protocol on the shared CIFAR-10 copy
 # (vgg9 target, resnet32 Tiny-ImageNet source, batch 128, pad-4 crop + flip, validation 1000, 10,000 test).
 # N = 10: seed by seed (every method of seed 0, then seed 1, ...), so a stopped run leaves balanced results.
-# A method and seed already in the committed docs/thesis_n10_runs.csv is skipped, and each finished run is
-# copied there at once (runs/ is not committed and was once lost with its machine); an unfinished run resumes
-# from its backup in runs/ while that folder lives.
+# A method and seed already in the committed docs/thesis_n10_runs.csv is skipped, and the runs of a seed are
+# copied there when that seed's call ends (runs/ is not committed and was once lost with its machine; to record
+# a run that ended while the call goes on, run `python benchmarks/thesis_record.py`); an unfinished run resumes
+# from its backup in runs/ while that folder lives. One call per seed, not per method: alone in a call, scratch
+# would train with the classic loop and backbone instead of the matching methods' target and loop (grid.expand).
 #   bash benchmarks/thesis_protocol.sh [SHARED=../shared]
 set -euo pipefail
 shared=${1:-../shared}
