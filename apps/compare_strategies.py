@@ -38,6 +38,11 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--source", help="source network of the feature-matching methods (default resnet32)")
     parser.add_argument("--source-weights", help="its weights: tinyimagenet, a file, or none")
     parser.add_argument("--target", help="target network of the feature-matching methods (default vgg9)")
+    parser.add_argument(
+        "--family",
+        choices=["classic", "matching"],
+        help="the loop scratch trains with (default: matching when a matching method is in the grid, else classic)",
+    )
     parser.add_argument("--samples-per-class", type=comma_list, help="comma list of N, or 'all'")
     parser.add_argument("--imbalanced", action="store_true", default=None, help="the last class gets N / 10")
     parser.add_argument("--seeds", type=seeds, help="a number of seeds, or a comma list of seeds")
@@ -68,6 +73,7 @@ def main(argv=None) -> int:
         "source": args.source,
         "source_weights": args.source_weights,
         "target": args.target,
+        "family": args.family,
         "imbalanced": args.imbalanced,
         "epochs": args.epochs,
         "batch_size": args.batch_size,

@@ -41,6 +41,7 @@ PRESETS = {
         "samples_per_class": [10, 30, 50, 100, 150],
         "seeds": list(range(30)),
         "epochs": 200,
+        "family": "matching",
         **MATCHING_ROUTINE,
     },
     "quick": {  # 4 seeds: the fewest with which a two-sided Mann-Whitney test can reach p < 0.05
@@ -48,6 +49,7 @@ PRESETS = {
         "samples_per_class": [10, 20],
         "seeds": [0, 1, 2, 3],
         "epochs": 10,
+        "family": "matching",
         **MATCHING_ROUTINE,
         "validation": 500,
     },
@@ -65,25 +67,39 @@ def expand(strategy_names, samples_per_class=(None,), seeds=(0,), **fields) -> l
         strategy_names: registered strategies (unknown names raise, listing the registered ones).
         samples_per_class: N values; None (or "all") for the whole training set.
         seeds: seeds, or a number of seeds (0..n-1).
-        **fields: `RunConfig` fields shared by every run. When the grid holds a matching method, `scratch`
-            trains the target with the matching methods' loop ("matching" family) so the comparison is fair.
+        **fields: `RunConfig` fields shared by every run. `family` is the loop `scratch` trains with (the only
+            strategy in both families; the others keep their own). Without it, `scratch` trains with the
+            matching methods' loop when the grid holds a matching method, so the comparison is fair, else
+            the classic one. The thesis and quick presets set "matching", so their scratch runs alone too.
 
     Returns:
         The `RunConfig`s.
+
+    Raises:
+        ValueError: `family` is not "classic" or "matching".
 
     """
     for name in strategy_names:
         strategies.spec(name)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    matching = any(strategies.spec(name).family == "matching" for name in strategy_names)
+    scratch_family = _scratch_family(strategy_names, fields.pop("family", None))
     configs = []
     for name in strategy_names:
-        family = "matching" if matching and name == "scratch" else None
+        family = scratch_family if name == "scratch" else None
         for samples in samples_per_class:
             samples = None if samples in (None, "all") else int(samples)
             for seed in seeds:
                 configs.append(RunConfig(name, samples_per_class=samples, seed=seed, family=family, **fields))
     return configs
+
+
+def _scratch_family(strategy_names, family: str | None) -> str | None:
+    """The family `scratch` trains with in this grid (None: its own, "classic"); checks a requested one."""
+    if family not in (None, "classic", "matching"):
+        raise ValueError(f"Unknown family {family!r}; choose 'classic' or 'matching'.")
+    if family is None and any(strategies.spec(name).family == "matching" for name in strategy_names):
+        family = "matching"
+    return family if family == "matching" else None
 
 
 def read_results(out: str) -> pd.DataFrame:

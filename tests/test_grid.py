@@ -63,6 +63,23 @@ def test_expand_orders_runs_and_trains_scratch_like_the_matching_methods():
         grid.expand(["l2t_w"])
 
 
+@pytest.mark.parametrize("preset", ["thesis", "quick"])
+def test_matching_presets_train_scratch_alone_as_the_matching_baseline(preset):
+    settings = {k: v for k, v in grid.PRESETS[preset].items() if k not in ("strategies", "samples_per_class", "seeds")}
+    alone = grid.expand(["scratch"], [10], [0], **settings)[0]
+    beside = grid.expand(["scratch", "ufm"], [10], [0], **settings)[0]
+    assert alone.resolved_family == "matching" and alone.network == "vgg9"
+    assert alone.key == beside.key  # a missing scratch run of a grid can be rerun on its own
+
+
+def test_family_option_of_a_grid():
+    chosen = grid.expand(["scratch", "ufm"], family="classic")
+    assert [c.resolved_family for c in chosen] == ["classic", "matching"]
+    assert grid.expand(["scratch"], family="matching")[0].network == "vgg9"
+    with pytest.raises(ValueError, match="'classic' or 'matching'"):
+        grid.expand(["scratch"], family="hybrid")
+
+
 def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     options = dict(strategy_names=["scratch", "ufm"], samples_per_class=[2, 3], seeds=2, quiet=True)
@@ -162,3 +179,13 @@ def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
     assert "missing.npz" in capsys.readouterr().err
     assert module.main(arguments + ["--source-weights", "none", "--target", "lenet5"]) == 2
     assert "different input preprocessing" in capsys.readouterr().err
+
+
+def test_app_passes_the_family_of_scratch_to_the_grid(monkeypatch):
+    module = app()
+    calls = []
+    monkeypatch.setattr(module.grid, "compare", lambda preset, **options: calls.append((preset, options)))
+    assert module.main(["--dataset", "x", "--preset", "thesis", "--strategies", "scratch", "--family", "classic"]) == 0
+    assert calls[0][0] == "thesis" and calls[0][1]["family"] == "classic"
+    assert module.main(["--dataset", "x", "--strategies", "scratch"]) == 0
+    assert "family" not in calls[1][1]  # the grid decides
