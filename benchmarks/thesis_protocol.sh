@@ -5,8 +5,7 @@
 # A method and seed already in the committed docs/thesis_n10_runs.csv is skipped, and the runs of a seed are
 # copied there when that seed's call ends (runs/ is not committed and was once lost with its machine; to record
 # a run that ended while the call goes on, run `python benchmarks/thesis_record.py`); an unfinished run resumes
-# from its backup in runs/ while that folder lives. One call per seed, not per method: alone in a call, scratch
-# would train with the classic loop and backbone instead of the matching methods' target and loop (grid.expand).
+# from its backup in runs/ while that folder lives.
 #   bash benchmarks/thesis_protocol.sh [SHARED=../shared]
 set -euo pipefail
 shared=${1:-../shared}
@@ -19,5 +18,7 @@ for seed in 0 1 2 3 4; do
   python benchmarks/thesis_record.py
 done
 # N = 50: 30 epochs (seed 0, in the README) leave scratch and UFM near chance after the schedule's early blow-up;
-# so the full 200 epochs, seed 0 (about 4.3 hours on the 2-core CPU of 2026-11-24, about 10 on that of 2026-11-30)
+# so the full 200 epochs, seed 0 (about 4.3 hours on the 2-core CPU of 2026-11-24, about 10 on that of 2026-11-30),
+# recorded in docs/thesis_n50_runs.csv (to record a run that ended while the call goes on, run the last line).
 compare --strategies scratch,ufm,fm_uniform,l2t_ww,l2t_www --samples-per-class 50 --seeds 1 --out runs/thesis_n50
+python benchmarks/thesis_record.py --out runs/thesis_n50 --record docs/thesis_n50_runs.csv

@@ -1,6 +1,7 @@
-"""Keep issue 4's N = 10 thesis-protocol results in the repository, then print their tables.
+"""Keep issue 4's thesis-protocol results in the repository, then print their tables.
 
     python benchmarks/thesis_record.py [--out runs/thesis_n10] [--record docs/thesis_n10_runs.csv]
+    python benchmarks/thesis_record.py --out runs/thesis_n50 --record docs/thesis_n50_runs.csv
 
 `runs/` is not committed, and the machine that held seeds 0-3 of the grid was shut down with it (2026-11-25): the
 figures of those runs survive only as the README and session notes recorded them (test accuracy rounded to
@@ -9,7 +10,7 @@ figures of those runs survive only as the README and session notes recorded them
 finished run is never lost again, and prints the mean ± std table with Mann-Whitney p-values (each method
 against the previous one, and against scratch) and the per-seed table, computed from the record by
 `keras_l2t.stats`. With `--missing SEED` it prints instead the methods that have no row for that seed yet (a comma
-list, for `benchmarks/thesis_protocol.sh`).
+list, for `benchmarks/thesis_protocol.sh`). A record that does not exist yet starts empty.
 """
 
 import argparse
@@ -36,7 +37,7 @@ def new_rows(out: str, record: pd.DataFrame) -> pd.DataFrame:
     """The runs of the grid folder `out` (its results.csv) that the record does not hold yet, in its columns."""
     results = grid.read_results(out)
     known = set(_keys(record))
-    fresh = results[[key not in known for key in _keys(results)]].copy()
+    fresh = results.loc[[key not in known for key in _keys(results)]].copy()
     fresh["test_accuracy"] = fresh["test_accuracy"].round(4)  # a count out of 10,000 test images
     fresh["meta_optimizer"] = ["torch_adam" if name in META_METHODS else "" for name in fresh["strategy"]]
     fresh["source"] = f"{os.path.join(out, 'results.csv')}, recorded {datetime.date.today()}"
@@ -53,7 +54,9 @@ def main() -> None:
     parser.add_argument("--record", default="docs/thesis_n10_runs.csv")
     parser.add_argument("--missing", type=int, metavar="SEED", help="print the methods not yet recorded for SEED")
     args = parser.parse_args()
-    record = pd.read_csv(args.record, keep_default_na=False, na_values=[""])
+    record = pd.DataFrame(columns=COLUMNS)
+    if os.path.exists(args.record):
+        record = pd.read_csv(args.record, keep_default_na=False, na_values=[""])
     if args.missing is not None:
         done = set(record.loc[record["seed"] == args.missing, "strategy"])
         print(",".join(name for name in ORDER if name not in done))
