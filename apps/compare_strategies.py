@@ -14,25 +14,64 @@ Offline, named weights are looked up in the folders of $KERAS_L2T_WEIGHTS_DIR.
 import argparse
 import sys
 
-from keras_l2t import grid, strategies
-from keras_l2t.weights import WeightsError, WeightsUnavailableError
+from keras_l2t import process
 
 
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, got {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    return whole(text, 1)
+
+
 def seeds(text: str):
-    return int(text) if "," not in text else [int(item) for item in comma_list(text)]
+    if "," not in text:
+        return list(range(whole(text, 1)))  # a number of seeds: 0..n-1
+    return [whole(item, 0) for item in comma_list(text)]
 
 
-def parse(argv=None) -> argparse.Namespace:
+def sample_sizes(text: str) -> list:
+    return [item if item == "all" else whole(item, 1) for item in comma_list(text)]
+
+
+def rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def split(text: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1) or a whole count of images, got {text!r}")
+    return int(value) if value >= 1 else value
+
+
+def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="a TFDS name (cifar10, ...) or an image folder")
     parser.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
     parser.add_argument("--download", action="store_true", help="let TFDS download the dataset")
-    parser.add_argument("--preset", choices=sorted(grid.PRESETS), help="a starting grid; any option overrides it")
-    parser.add_argument("--strategies", type=comma_list, help="comma list of: " + ", ".join(strategies.names()))
+    parser.add_argument("--preset", choices=sorted(preset_names), help="a starting grid; any option overrides it")
+    parser.add_argument("--strategies", type=comma_list, help="comma list of: " + ", ".join(strategy_names))
     parser.add_argument("--backbone", help="backbone of the classic strategies")
     parser.add_argument("--weights", help="its weights: imagenet (or another named set), a file, or none")
     parser.add_argument("--source", help="source network of the feature-matching methods (default resnet32)")
@@ -43,16 +82,16 @@ def parse(argv=None) -> argparse.Namespace:
         choices=["classic", "matching"],
         help="the loop scratch trains with (default: matching when a matching method is in the grid, else classic)",
     )
-    parser.add_argument("--samples-per-class", type=comma_list, help="comma list of N, or 'all'")
+    parser.add_argument("--samples-per-class", type=sample_sizes, help="comma list of N, or 'all'")
     parser.add_argument("--imbalanced", action="store_true", default=None, help="the last class gets N / 10")
     parser.add_argument("--seeds", type=seeds, help="a number of seeds, or a comma list of seeds")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--image-size", type=int, help="input height and width")
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--validation", type=float, help="validation split: a fraction, or a count if >= 1")
-    parser.add_argument("--patience", type=int, help="early-stopping patience (default: train every epoch)")
-    parser.add_argument("--backup-every", type=int, help="back each run up every this many epochs (default 1)")
+    parser.add_argument("--epochs", type=positive)
+    parser.add_argument("--batch-size", type=positive)
+    parser.add_argument("--image-size", type=positive, help="input height and width")
+    parser.add_argument("--learning-rate", type=rate)
+    parser.add_argument("--validation", type=split, help="validation split: a fraction, or a count if >= 1")
+    parser.add_argument("--patience", type=positive, help="early-stopping patience (default: train every epoch)")
+    parser.add_argument("--backup-every", type=positive, help="back each run up every this many epochs (default 1)")
     parser.add_argument("--baseline", help="compare every strategy with this one (default: the previous one)")
     parser.add_argument("--out", help="output folder (default runs/<preset>)")
     parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
@@ -60,10 +99,13 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse(argv)
+    process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (measured gain: keras_l2t.process)
+    from keras_l2t import grid, presets, strategies
+    from keras_l2t.results import OutputInUse
+    from keras_l2t.weights import WeightsError, WeightsUnavailableError
+
+    args = parse(argv, presets.names(), strategies.names())
     validation = args.validation
-    if validation is not None and validation >= 1:
-        validation = int(validation)
     fields = {
         "dataset": args.dataset,
         "data_dir": args.data_dir,
@@ -101,7 +143,15 @@ def main(argv=None) -> int:
             "run the same command again to continue."
         )
         return 130
-    except (KeyError, ValueError, FileNotFoundError, WeightsError, WeightsUnavailableError) as error:
+    except (
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+        ImportError,
+        OutputInUse,
+        WeightsError,
+        WeightsUnavailableError,
+    ) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
     return 0

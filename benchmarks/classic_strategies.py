@@ -11,6 +11,10 @@ the test accuracy after each phase.
 Results are appended to <out>/results.jsonl as each run finishes.
 """
 
+from keras_l2t import process
+
+process.configure()  # oneDNN on, before TensorFlow loads (see keras_l2t.process)
+
 import argparse
 import json
 import os

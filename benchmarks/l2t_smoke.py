@@ -6,10 +6,10 @@ Not the thesis protocol (200 epochs, 5+ seeds: see issue 4); a quick check that 
 real data with the reference schedule, printing test accuracy on all 10,000 test images.
 """
 
-# isort: off
-import keras_l2t  # noqa: F401  (first: it turns on oneDNN before TensorFlow loads)
+from keras_l2t import process
 
-# isort: on
+process.configure()  # oneDNN on, before TensorFlow loads (see keras_l2t.process)
+
 import argparse
 import json
 import time

@@ -3,6 +3,10 @@
 python benchmarks/linear_probe.py --shared ../shared
 """
 
+from keras_l2t import process
+
+process.configure()  # oneDNN on, before TensorFlow loads (see keras_l2t.process)
+
 import argparse
 import json
 import time

@@ -25,10 +25,10 @@ iteration (compare with `benchmarks/step_time.py`). The source maps are precompu
 figure leaves out the five no-grad resnet32 forwards that its `inner_objective` runs per iteration.
 """
 
-# isort: off
-import keras_l2t  # noqa: F401  (first: it turns on oneDNN before TensorFlow loads)
+from keras_l2t import process
 
-# isort: on
+process.configure()  # oneDNN on, before TensorFlow loads (see keras_l2t.process)
+
 import argparse
 import os
 import sys

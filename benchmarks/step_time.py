@@ -8,10 +8,10 @@ others by their median, so that a stray slow step (garbage collection, a neighbo
 move the figure; the slowest is printed too.
 """
 
-# isort: off
-import keras_l2t  # noqa: F401  (first: it turns on oneDNN before TensorFlow loads)
+from keras_l2t import process
 
-# isort: on
+process.configure()  # oneDNN on, before TensorFlow loads (see keras_l2t.process)
+
 import argparse
 import json
 import statistics

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import keras
 
-from keras_l2t import catalog
+from keras_l2t import applications, catalog, keras_internals
 from keras_l2t import weights as weights_lib
 from keras_l2t.catalog import BackboneSpec
 
@@ -82,14 +82,12 @@ def _check_input_shape(backbone: BackboneSpec, input_shape) -> tuple:
     return input_shape
 
 
-def _resolve_weights(backbone: BackboneSpec, weights):
-    """Map None / a named pretraining / a path to what the builder takes."""
+def _resolve_weights(backbone: BackboneSpec, weights, input_shape) -> str | None:
+    """Map None / a named pretraining / a path to a local file (named weights: mirror, cache, then download)."""
     if weights is None:
         return None
     if isinstance(weights, str) and weights in backbone.weight_sources:
-        if backbone.keras_application:
-            return weights  # keras.applications downloads its own files
-        return weights_lib.download(backbone.weight_sources[weights], backbone.name)
+        return weights_lib.download(backbone.weight_source(weights, input_shape), backbone.name)
     path = Path(os.fspath(weights)).expanduser()
     if not path.is_file():
         named = ", ".join(map(repr, backbone.weight_sources)) or "none"
@@ -105,13 +103,11 @@ def build(name: str, *, weights=None, input_shape=None, num_classes: int | None 
     Args:
         name: a registered name (see `names()`).
         weights: None (random initialisation), a named pretraining of this backbone (e.g. "imagenet",
-            see `spec(name).weight_sources`), or the path of a local weights file.
+            see `spec(name).weight_sources`), or the path of a local weights file. Named weights are looked
+            up in the folders of `$KERAS_L2T_WEIGHTS_DIR` and the Keras cache before they are downloaded.
         input_shape: (height, width, 3); default `spec(name).default_input_shape`.
         num_classes: None for the feature extractor; a number adds global average pooling and a Dense
             classifier that returns logits.
-
-    Returns:
-        A `keras.Model`.
 
     Raises:
         KeyError: unknown name. ValueError: input too small. FileNotFoundError: missing weights file.
@@ -121,20 +117,17 @@ def build(name: str, *, weights=None, input_shape=None, num_classes: int | None 
     """
     backbone = spec(name)
     input_shape = _check_input_shape(backbone, input_shape)
-    resolved = _resolve_weights(backbone, weights)
+    resolved = _resolve_weights(backbone, weights, input_shape)
     try:
         return backbone.builder(resolved, input_shape, num_classes)
     except weights_lib.WeightsError:
         raise
-    except Exception as error:
-        if resolved == "imagenet" and "fetch failure" in str(error):
-            message = weights_lib.offline_hint(name, backbone.weight_sources["imagenet"], error)
-            raise weights_lib.WeightsUnavailableError(message) from error
-        if resolved is not None and resolved != "imagenet" and isinstance(error, ValueError):
-            raise weights_lib.WeightsError(
-                f"{name}: the weights file {resolved} does not fit the architecture: {error}"
-            ) from error
-        raise
+    except ValueError as error:
+        if resolved is None:
+            raise
+        raise weights_lib.WeightsError(
+            f"{name}: the weights file {resolved} does not fit the architecture: {error}"
+        ) from error
 
 
 def tap_model(model: keras.Model, taps=None, *, include_output: bool = False) -> keras.Model:
@@ -170,8 +163,7 @@ def _ancestors(layer: keras.layers.Layer, seen: set) -> set:
         if current.name in seen:
             continue
         seen.add(current.name)
-        for node in current._inbound_nodes:
-            stack.extend(parent.operation for parent in node.parent_nodes)
+        stack.extend(keras_internals.parent_layers(current))
     return seen
 
 
@@ -199,5 +191,5 @@ def blocks(model: keras.Model, ends=None) -> list[list[str]]:
     return groups
 
 
-for _spec in catalog.own_networks() + catalog.keras_applications():
+for _spec in catalog.own_networks() + applications.keras_applications():
     register(_spec)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_l2t import keras_internals
 
 
 def entropy(weights) -> tf.Tensor:
@@ -39,7 +44,8 @@ class MetaWeightsLogger(keras.callbacks.Callback):
     def __init__(self, inputs, log_dir: str, images: int = 3):
         super().__init__()
         self.inputs, self.images = inputs, images
-        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "meta"))
+        self.log_dir = os.path.join(log_dir, "meta")
+        self.writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
@@ -190,14 +196,33 @@ class RunBackup(keras.callbacks.Callback):
         return state["epoch"] if state else 0
 
     def _read(self) -> dict | None:
+        """The backup's state, or None; a backup that cannot be used is discarded with a message."""
         if not os.path.exists(self.state_file):
             return None
-        with open(self.state_file) as file:
-            return json.load(file)
+        try:
+            with open(self.state_file) as file:
+                state = json.load(file)
+            if not isinstance(state, dict) or not {"epoch", "weights", "finished"} <= set(state):
+                raise ValueError("state.json lacks the epoch, weights or finished entries")
+            files = [state["weights"], (state.get("early_stop") or {}).get("best_weights")]
+            for name in filter(None, files):
+                path = os.path.join(self.backup_dir, name)
+                readable = h5py.is_hdf5(path) if name.endswith(".h5") else zipfile.is_zipfile(path)
+                if not readable:
+                    raise ValueError(f"{name} is missing or damaged")
+            return state
+        except (OSError, ValueError) as error:  # a JSON error is a ValueError
+            print(
+                f"{self.backup_dir}: the backup cannot be used ({error}); it is discarded and the run starts again "
+                "from its first epoch.",
+                flush=True,
+            )
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            return None
 
     def on_train_begin(self, logs=None):
         state = self._read()
-        self.model._initial_epoch = None  # keras' resume hook; never carry one over from an earlier fit
+        keras_internals.set_initial_epoch(self.model, None)  # never carry one over from an earlier fit
         self._remove_unreferenced(state)
         self._started, self.restored_seconds = time.time(), 0.0
         if state is None:
@@ -206,8 +231,14 @@ class RunBackup(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
-        self.model._initial_epoch = self.params["epochs"] if state["finished"] else state["epoch"]
+        try:
+            self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        except Exception as error:  # e.g. a backup of another model written to the same folder
+            raise RuntimeError(
+                f"The backup in {self.backup_dir} does not fit this run ({error}); delete that folder to start the "
+                "run again from its first epoch."
+            ) from error
+        keras_internals.set_initial_epoch(self.model, self.params["epochs"] if state["finished"] else state["epoch"])
         if self.early_stop is not None and state.get("early_stop"):
             self._restore_early_stop(state["early_stop"])
 
@@ -266,4 +297,24 @@ class RunBackup(keras.callbacks.Callback):
             os.remove(os.path.join(self.backup_dir, name))
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None
+        keras_internals.set_initial_epoch(self.model, None)
+
+
+def write_hparams(log_dir: str, trial: str, config: dict, result: dict) -> None:
+    """Record a run's config and final metrics for TensorBoard's HParams dashboard.
+
+    Args:
+        log_dir: the run's TensorBoard folder.
+        trial: the run's name.
+        config: its settings (values that are not bool, int, float or str are written as text).
+        result: its results; the accuracies, best epoch and seconds become `hparams/<metric>` scalars.
+
+    """
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    values = {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in config.items()}
+    with tf.summary.create_file_writer(log_dir).as_default():
+        hparams_api.hparams(values, trial_id=trial)
+        for metric in ("test_accuracy", "validation_accuracy", "train_accuracy", "best_epoch", "wall_seconds"):
+            if result.get(metric) is not None:
+                tf.summary.scalar(f"hparams/{metric}", float(result[metric]), step=0)

@@ -9,13 +9,11 @@ import keras
 import numpy as np
 from keras.applications import imagenet_utils
 
-from keras_l2t import nets
-from keras_l2t import weights as weights_lib
+from keras_l2t import nets, weight_formats
 from keras_l2t.weights import WeightSource
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +32,7 @@ class BackboneSpec:
             previous block's end up to its own end; layers after the last end join the last block.
         weight_sources: named pretrained weights (e.g. "imagenet") and where they come from.
         description: one line on the architecture and its paper.
+        weight_sizes: input sizes with their own weights file (`{size}` in the source's url and file name).
 
     """
 
@@ -46,7 +45,26 @@ class BackboneSpec:
     blocks: tuple[str, ...]
     weight_sources: Mapping[str, WeightSource] = dataclasses.field(default_factory=dict)
     description: str = ""
-    keras_application: bool = False
+    weight_sizes: tuple[int, ...] = ()
+
+    def weight_source(self, name: str, input_shape=None) -> WeightSource:
+        """The named weights' file for an input shape (some networks have one file per input size).
+
+        Where `weight_sizes` is set, the file is the one of the input's size when the input is square and of a
+        listed size, else the one of `default_size`, as `keras.applications` chooses.
+
+        Raises:
+            KeyError: a name the backbone has no weights of.
+
+        """
+        source = self.weight_sources[name]
+        if not self.weight_sizes:
+            return source
+        rows, columns = tuple(input_shape or self.default_input_shape)[:2]
+        size = rows if rows == columns and rows in self.weight_sizes else self.default_size
+        return dataclasses.replace(
+            source, url=source.url.format(size=size), file_name=source.file_name.format(size=size)
+        )
 
     @property
     def default_input_shape(self) -> tuple[int, int, int]:
@@ -72,23 +90,24 @@ def _caffe(images):
 def _resnet32_builder(weights, input_shape, num_classes):
     model = nets.resnet32(input_shape, num_classes)
     if weights is not None and str(weights).endswith(".weights.h5"):
-        _load_keras_weights(model, weights)
+        load_keras_weights(model, weights)
     elif weights is not None:
-        weights_lib.load_state_dict(model, weights_lib.read_state_dict(weights), source=str(weights))
+        weight_formats.load_state_dict(model, weight_formats.read_state_dict(weights), source=str(weights))
     return model
 
 
-def _load_keras_weights(model: keras.Model, path: str) -> None:
-    weights_lib.check_keras_weights_file(model, path)
+def load_keras_weights(model: keras.Model, path: str) -> None:
+    """Load a Keras 3 `.weights.h5` file after checking that it fits the model (see `weight_formats`)."""
+    weight_formats.check_keras_weights_file(model, path)
     model.load_weights(path)
 
 
 def _squeezenet_builder(weights, input_shape, num_classes):
     model = nets.squeezenet1_1(input_shape, num_classes)
     if weights is not None and str(weights).endswith(".weights.h5"):
-        _load_keras_weights(model, weights)
+        load_keras_weights(model, weights)
     elif weights is not None:
-        weights_lib.load_layer_arrays(model, weights_lib.read_rcmalli_h5(weights), source=str(weights))
+        weight_formats.load_layer_arrays(model, weight_formats.read_rcmalli_h5(weights), source=str(weights))
     return model
 
 
@@ -96,265 +115,70 @@ def _own_builder(function):
     def builder(weights, input_shape, num_classes):
         model = function(input_shape, num_classes)
         if weights is not None:
-            _load_keras_weights(model, weights)
+            load_keras_weights(model, weights)
         return model
 
     return builder
 
 
-def _keras_application(function, name: str):
-    def builder(weights, input_shape, num_classes):
-        local_file = weights is not None and weights != "imagenet" and str(weights).endswith(".weights.h5")
-        model = function(include_top=False, weights=None if local_file else weights, input_shape=input_shape, name=name)
-        if local_file:
-            _load_keras_weights(model, weights)
-        if num_classes is None:
-            return model
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(model.output)
-        outputs = keras.layers.Dense(num_classes, name="classifier")(x)
-        return keras.Model(model.input, outputs, name=model.name)
-
-    return builder
-
-
-def _keras_imagenet(file_name: str) -> dict[str, WeightSource]:
-    return {
-        "imagenet": WeightSource(f"{KERAS_WEIGHTS_URL}/{file_name}", file_name, None, "ImageNet-1k, Keras Applications")
-    }
-
-
 def own_networks() -> list[BackboneSpec]:
-    """The networks of `keras_l2t.nets`.
-
-    Returns:
-        Their specs.
-
-    """
-    specs = []
-    resnet_blocks = tuple(f"{block}_out" for block in nets.resnet32_block_names())
-    specs.append(
+    """The specs of the networks of `keras_l2t.nets` (their taps and blocks are declared beside their code)."""
+    return [
         BackboneSpec(
-            "resnet32",
-            _resnet32_builder,
-            32,
-            8,
-            _imagenet_normalise,
-            resnet_blocks,
-            ("relu1",) + resnet_blocks,
-            {
+            name="resnet32",
+            builder=_resnet32_builder,
+            default_size=32,
+            min_size=8,
+            preprocess=_imagenet_normalise,
+            taps=nets.RESNET32_TAPS,
+            blocks=nets.RESNET32_BLOCKS,
+            weight_sources={
                 "tinyimagenet": WeightSource(
-                    "https://github.com/alinlab/L2T-ww/raw/master/logs/tinyimagenet-200-resnet32/0/model_best.pth.tar",
-                    "resnet32_tinyimagenet_l2tww.pth.tar",
-                    "049f81f8bea8504e90818d6c614f15c485ac2d891348330b433110e161f66d68",
-                    "Tiny ImageNet (200 classes, 32x32), the L2T-ww authors' source network (MIT)",
+                    url="https://github.com/alinlab/L2T-ww/raw/master/logs/tinyimagenet-200-resnet32/0/model_best.pth.tar",
+                    file_name="resnet32_tinyimagenet_l2tww.pth.tar",
+                    sha256="049f81f8bea8504e90818d6c614f15c485ac2d891348330b433110e161f66d68",
+                    description="Tiny ImageNet (200 classes, 32x32), the L2T-ww authors' source network (MIT)",
                 )
             },
-            "CIFAR-style ResNet-32 (He et al. 2016), the L2T-ww source network",
-        )
-    )
-    specs.append(
+            description="CIFAR-style ResNet-32 (He et al. 2016), the L2T-ww source network",
+        ),
         BackboneSpec(
-            "vgg9",
-            _own_builder(nets.vgg9),
-            32,
-            32,
-            _imagenet_normalise,
-            ("relu1", "relu2", "relu4", "relu6", "relu8"),
-            ("pool1", "pool2", "pool3", "pool4", "pool5"),
-            {},
-            "VGG-9 with BatchNorm, the L2T-ww target network",
-        )
-    )
-    specs.append(
+            name="vgg9",
+            builder=_own_builder(nets.vgg9),
+            default_size=32,
+            min_size=32,
+            preprocess=_imagenet_normalise,
+            taps=nets.VGG9_TAPS,
+            blocks=nets.VGG9_BLOCKS,
+            description="VGG-9 with BatchNorm, the L2T-ww target network",
+        ),
         BackboneSpec(
-            "squeezenet1_1",
-            _squeezenet_builder,
-            224,
-            32,
-            _caffe,
-            ("conv1", "fire3_concat", "fire5_concat", "fire9_concat"),
-            ("pool1",) + tuple(f"fire{index}_concat" for index in range(2, 10)),
-            {
+            name="squeezenet1_1",
+            builder=_squeezenet_builder,
+            default_size=224,
+            min_size=32,
+            preprocess=_caffe,
+            taps=nets.SQUEEZENET_TAPS,
+            blocks=nets.SQUEEZENET_BLOCKS,
+            weight_sources={
                 "imagenet": WeightSource(
-                    "https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/"
+                    url="https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/"
                     "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    "17154246284f555591549ac2c83e127abfbf4307dc4b0060fdaa2931d0fa38da",
-                    "ImageNet-1k, rcmalli/keras-squeezenet (MIT)",
+                    file_name="squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                    sha256="17154246284f555591549ac2c83e127abfbf4307dc4b0060fdaa2931d0fa38da",
+                    description="ImageNet-1k, rcmalli/keras-squeezenet (MIT)",
                 )
             },
-            "SqueezeNet v1.1 (Iandola et al. 2016)",
-        )
-    )
-    specs.append(
+            description="SqueezeNet v1.1 (Iandola et al. 2016)",
+        ),
         BackboneSpec(
-            "lenet5",
-            _own_builder(nets.lenet5),
-            32,
-            32,
-            _scale_unit,
-            ("relu1", "relu2"),
-            ("pool1", "pool2", "fc2"),
-            {},
-            "LeNet-5 (LeCun et al. 1998), the from-scratch baseline",
-        )
-    )
-    return specs
-
-
-# name, constructor, module (for preprocess_input), default size, min size, taps, block ends, weights file
-_KERAS_APPLICATIONS = (
-    (
-        "xception",
-        "Xception",
-        "xception",
-        299,
-        71,
-        (
-            "block1_conv2_act",
-            "block3_sepconv1_act",
-            "block4_sepconv1_act",
-            "block13_sepconv1_act",
-            "block14_sepconv2_act",
+            name="lenet5",
+            builder=_own_builder(nets.lenet5),
+            default_size=32,
+            min_size=32,
+            preprocess=_scale_unit,
+            taps=nets.LENET5_TAPS,
+            blocks=nets.LENET5_BLOCKS,
+            description="LeNet-5 (LeCun et al. 1998), the from-scratch baseline",
         ),
-        ("block1_conv2_act",) + tuple(f"block{index}_sepconv1_act" for index in range(3, 14)),
-        "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "vgg16",
-        "VGG16",
-        "vgg16",
-        224,
-        32,
-        ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"),
-        tuple(f"block{index}_pool" for index in range(1, 6)),
-        "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "vgg19",
-        "VGG19",
-        "vgg19",
-        224,
-        32,
-        ("block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"),
-        tuple(f"block{index}_pool" for index in range(1, 6)),
-        "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "resnet50",
-        "ResNet50",
-        "resnet",
-        224,
-        32,
-        ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
-        ("pool1_pool",)
-        + tuple(
-            f"conv{stage}_block{index}_out"
-            for stage, count in ((2, 3), (3, 4), (4, 6), (5, 3))
-            for index in range(1, count + 1)
-        ),
-        "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "inception_v3",
-        "InceptionV3",
-        "inception_v3",
-        299,
-        75,
-        ("mixed2", "mixed7", "mixed10"),
-        tuple(f"mixed{index}" for index in range(11)),
-        "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "inception_resnet_v2",
-        "InceptionResNetV2",
-        "inception_resnet_v2",
-        299,
-        75,
-        ("block35_10_ac", "block17_20_ac", "conv_7b_ac"),
-        ("mixed_5b",)
-        + tuple(f"block35_{i}_ac" for i in range(1, 11))
-        + ("mixed_6a",)
-        + tuple(f"block17_{i}_ac" for i in range(1, 21))
-        + ("mixed_7a",)
-        + tuple(f"block8_{i}_ac" for i in range(1, 10))
-        + ("conv_7b_ac",),
-        "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "mobilenet",
-        "MobileNet",
-        "mobilenet",
-        224,
-        32,
-        ("conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
-        ("conv1_relu",) + tuple(f"conv_pw_{index}_relu" for index in range(1, 14)),
-        "mobilenet/mobilenet_1_0_224_tf_no_top.h5",
-    ),
-    (
-        "mobilenet_v2",
-        "MobileNetV2",
-        "mobilenet_v2",
-        224,
-        32,
-        ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu"),
-        ("expanded_conv_project_BN",) + tuple(f"block_{index}_project_BN" for index in range(1, 17)) + ("out_relu",),
-        "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-    ),
-    (
-        "densenet121",
-        "DenseNet121",
-        "densenet",
-        224,
-        32,
-        ("conv1_relu", "pool2_relu", "pool3_relu", "pool4_relu", "relu"),
-        ("pool1", "pool2_pool", "pool3_pool", "pool4_pool", "relu"),
-        "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    (
-        "nasnet_mobile",
-        "NASNetMobile",
-        "nasnet",
-        224,
-        32,
-        ("reduction_concat_stem_1", "normal_concat_3", "normal_concat_8", "normal_concat_12"),
-        ("reduction_concat_stem_1", "reduction_concat_stem_2")
-        + tuple(f"normal_concat_{index}" for index in range(4))
-        + ("reduction_concat_reduce_4",)
-        + tuple(f"normal_concat_{index}" for index in range(5, 9))
-        + ("reduction_concat_reduce_8",)
-        + tuple(f"normal_concat_{index}" for index in range(9, 13)),
-        "nasnet/NASNet-mobile-no-top.h5",
-    ),
-)
-
-
-def keras_applications() -> list[BackboneSpec]:
-    """The `keras.applications` models our course material lists.
-
-    Returns:
-        Their specs.
-
-    """
-    specs = []
-    for name, constructor, module, default, minimum, taps, ends, weight_file in _KERAS_APPLICATIONS:
-        function = getattr(keras.applications, constructor)
-        preprocess = getattr(keras.applications, module).preprocess_input
-        source = WeightSource(
-            f"{KERAS_WEIGHTS_URL}/{weight_file}", weight_file.split("/")[-1], None, "ImageNet-1k, Keras Applications"
-        )
-        specs.append(
-            BackboneSpec(
-                name,
-                _keras_application(function, name),
-                default,
-                minimum,
-                preprocess,
-                taps,
-                ends,
-                {"imagenet": source},
-                f"keras.applications.{constructor}",
-                keras_application=True,
-            )
-        )
-    return specs
+    ]

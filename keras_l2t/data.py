@@ -106,7 +106,12 @@ def imbalanced_counts(samples_per_class: int, num_classes: int, ratio: int = 10)
         A list of counts, e.g. [100] * 9 + [10].
 
     """
-    return [samples_per_class] * (num_classes - 1) + [max(1, samples_per_class // ratio)]
+    if samples_per_class < ratio or samples_per_class % ratio:
+        raise ValueError(
+            f"The imbalanced protocol keeps N / {ratio} images of the last class, so N must be a multiple of {ratio} "
+            f"(got N = {samples_per_class}, which would not give {ratio}:1)."
+        )
+    return [samples_per_class] * (num_classes - 1) + [samples_per_class // ratio]
 
 
 def split_per_class(labels: np.ndarray, counts, rng: np.random.Generator, class_names=None):
@@ -149,9 +154,16 @@ def _validation_counts(labels: np.ndarray, validation) -> list[int]:
     if isinstance(validation, float):
         if not 0 <= validation < 1:
             raise ValueError(f"validation must be a fraction in [0, 1) or a count of images, got {validation}.")
-        return [int(round(validation * count)) for count in per_class]
-    share = int(validation) // len(per_class)
-    return [share + (1 if label < int(validation) % len(per_class) else 0) for label in range(len(per_class))]
+        counts = [int(round(validation * count)) for count in per_class]
+    else:
+        share = int(validation) // len(per_class)
+        counts = [share + (1 if label < int(validation) % len(per_class) else 0) for label in range(len(per_class))]
+    if validation and min(counts) == 0:
+        raise ValueError(
+            f"A split of {validation} leaves a class with no images (classes hold {per_class.min()} to "
+            f"{per_class.max()}); ask for at least {len(per_class)} images, or a larger fraction."
+        )
+    return counts
 
 
 def _rotation(image, angle):
@@ -272,6 +284,11 @@ def load(
     if image_size is None and spec is not None:
         image_size = spec.default_size
     dataset = read(source, data_dir=data_dir, download=download, image_size=image_size)
+    if len(dataset.class_names) < 2:
+        raise ValueError(
+            f"The dataset has {len(dataset.class_names)} class ({', '.join(dataset.class_names)}); classification "
+            "needs at least two class folders (or labels)."
+        )
     rng = np.random.default_rng(seed)
     train_images, train_labels = dataset.splits["train"]
     held_out = {name: pair for name, pair in dataset.splits.items() if name != "train"}

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -24,6 +25,24 @@ import keras
 
 from keras_l2t import backbones, data, strategies
 from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, RunBackup
+from keras_l2t.paths import FINE_TUNE, RunPaths
+
+_LEAST = {
+    "epochs": 1, "batch_size": 1, "backup_every": 1, "seed": 0, "fine_tune_epochs": 0, "last_blocks": 1,
+    "samples_per_class": 1, "image_size": 1, "patience": 1,
+}  # fmt: skip
+_OPTIONAL = ("samples_per_class", "image_size", "patience")
+ALL_SAMPLES = "all"  # how tables, file names and the command line spell samples_per_class=None
+
+
+def samples_label(samples: int | None) -> int | str:
+    """N as tables and run names show it: the number, or "all" for the whole training set."""
+    return ALL_SAMPLES if samples is None else int(samples)
+
+
+def parse_samples(value) -> int | None:
+    """N from a table, a run name or the command line: a number, or None for "all" (or None)."""
+    return None if value is None or str(value) == ALL_SAMPLES else int(value)
 
 
 @dataclasses.dataclass
@@ -87,37 +106,69 @@ class RunConfig:
     verbose: int = 1
     backup_every: int = 1
 
+    def __post_init__(self):
+        for field, least in _LEAST.items():
+            value = getattr(self, field)
+            if value is None and field in _OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                flag = "--" + field.replace("_", "-")
+                raise ValueError(f"{field} ({flag}) must be a whole number of at least {least}, got {value!r}.")
+        if self.learning_rate is not None and not (0 < self.learning_rate < float("inf")):
+            raise ValueError(f"learning_rate (--learning-rate) must be a positive number, got {self.learning_rate!r}.")
+        if isinstance(self.validation, bool) or not (
+            (isinstance(self.validation, float) and 0 <= self.validation < 1)
+            or (isinstance(self.validation, int) and self.validation >= 0)
+        ):
+            raise ValueError(
+                f"validation (--validation) must be a fraction in [0, 1) or a count of images, got {self.validation!r}."
+            )
+
+    @property
+    def resolved(self) -> strategies.Strategy:
+        """The strategy as this run trains it (`strategies.resolve`: family, default rate, meta or not)."""
+        return strategies.resolve(self.strategy, self.family)
+
     @property
     def resolved_family(self) -> str:
         """The family this run trains with."""
-        return self.family or strategies.spec(self.strategy).family
+        return self.resolved.family
+
+    @property
+    def trained_network(self) -> str:
+        """The network that learns: the classic backbone, or the matching target."""
+        return self.target if self.resolved_family == "matching" else self.backbone
 
     @property
     def network(self) -> str:
-        """The networks, for tables: the backbone, or `source->target`."""
-        if self.resolved_family == "matching":
-            return self.target if self.strategy == "scratch" else f"{self.source}->{self.target}"
-        return self.backbone
+        """The networks, for tables: the backbone, or `source->target` (the target alone when nothing matches)."""
+        if self.resolved_family == "matching" and self.strategy != "scratch":
+            return f"{self.source}->{self.target}"
+        return self.trained_network
 
     @property
     def key(self) -> str:
-        """A short hash of every field that changes the result (not `out`, `verbose` or `backup_every`)."""
+        """The SHA-1 (all 40 hex digits) of every field that changes the result (not `out`, `verbose`, `backup_every`).
+
+        Finished runs are matched by it, so it is never shortened: two configs of a grid share a key only if
+        they are the same run. (Keys of 6 digits, as written before, are recognised by `results.read_results`.)
+        """
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "verbose", "backup_every")}
-        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     @property
-    def backup_dir(self) -> str:
-        """Where the run backs itself up while it trains (`<out>/backup/<name>/`, one folder per phase)."""
-        return os.path.join(self.out, "backup", self.name)
+    def paths(self) -> RunPaths:
+        """Where the run writes (`keras_l2t.paths`)."""
+        return RunPaths(self.out, self.name)
 
     @property
     def name(self) -> str:
         """A unique, readable run name (its log folder): strategy, network, data, N, epochs, seed and `key`."""
         dataset = os.path.basename(os.path.normpath(self.dataset))
-        samples = "all" if self.samples_per_class is None else str(self.samples_per_class)
+        samples = samples_label(self.samples_per_class)
         imbalance = "-imbalanced" if self.imbalanced else ""
         network = self.network.replace("->", "-")
-        return f"{self.strategy}-{network}-{dataset}-n{samples}{imbalance}-e{self.epochs}-s{self.seed}-{self.key}"
+        return f"{self.strategy}-{network}-{dataset}-n{samples}{imbalance}-e{self.epochs}-s{self.seed}-{self.key[:10]}"
 
 
 def load_data(config: RunConfig) -> data.Data:
@@ -130,12 +181,11 @@ def load_data(config: RunConfig) -> data.Data:
         A `data.Data`.
 
     """
-    network = config.target if config.resolved_family == "matching" else config.backbone
     if config.resolved_family == "matching":
         _check_same_preprocessing(config.source, config.target)
     return data.load(
         config.dataset,
-        backbone=network,
+        backbone=config.trained_network,
         image_size=config.image_size,
         samples_per_class=config.samples_per_class,
         imbalanced=config.imbalanced,
@@ -169,6 +219,7 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
     return strategies.build(
         config.strategy,
         num_classes=splits.num_classes,
+        family=config.family,
         backbone=config.backbone,
         weights=config.weights,
         input_shape=splits.input_shape,
@@ -178,33 +229,28 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
         last_blocks=config.last_blocks,
         source=config.source,
         source_weights=config.source_weights,
-        target=config.target if config.resolved_family == "matching" else None,
+        target=config.target,
     )
-
-
-def _history_file(config: RunConfig, phase: str = "") -> str:
-    return os.path.join(config.out, "history", config.name + phase + ".csv")
 
 
 def _callbacks(
     config: RunConfig, model: keras.Model, splits: data.Data, phase: str = ""
 ) -> tuple[list, EarlyStopPoint | None, RunBackup]:
-    log_dir = os.path.join(config.out, "tb", config.name + phase)
-    history_file = _history_file(config, phase)
+    paths = config.paths
+    log_dir, history_file = paths.tensorboard(phase), paths.history(phase)
     os.makedirs(os.path.dirname(history_file), exist_ok=True)
     early_stop = EarlyStopPoint(log_dir, patience=config.patience) if splits.validation is not None else None
-    backup_dir = os.path.join(config.backup_dir, phase.strip("-") or "train")
-    backup = RunBackup(backup_dir, early_stop, every=config.backup_every)
+    backup = RunBackup(paths.backup(phase), early_stop, every=config.backup_every)
     resumed = backup.saved_epoch()
     if resumed:
         _truncate_history(history_file, resumed)
         print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
     callbacks = [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []
-    callbacks += strategies.callbacks(model, config.epochs)
-    if getattr(model, "phi", None) and splits.validation is not None:
+    callbacks += strategies.callbacks(model, config.epochs)  # with TerminateOnNaN: a diverged run stops
+    if config.resolved.meta and splits.validation is not None:
         examples = next(iter(splits.validation))[0][:8]
-        callbacks.append(MetaWeightsLogger(examples, os.path.join(log_dir, "meta")))
+        callbacks.append(MetaWeightsLogger(examples, log_dir))
     return callbacks + [backup], early_stop, backup
 
 
@@ -234,12 +280,17 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
         verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles
     )
-    history = _read_history(_history_file(config, phase))  # every epoch, those before a resume included
+    history = _read_history(config.paths.history(phase))  # every epoch, those before a resume included
     earlier_seconds = backup.restored_seconds  # time spent before an interruption, up to its last backup
     point = early_stop.result() if monitor else {"best_epoch": len(history["loss"]), "stopped_epoch": None}
     best = (point["best_epoch"] or len(history["loss"])) - 1
+    diverged = next((epoch + 1 for epoch, loss in enumerate(history["loss"]) if not math.isfinite(loss)), None)
+    if diverged:
+        print(f"{config.name}{phase}: the training loss became {history['loss'][diverged - 1]} in epoch {diverged};"
+              " training stopped (recorded as diverged)", flush=True)  # fmt: skip
     return {
         "epochs_run": len(history["loss"]),
+        "diverged_epoch": diverged,
         "best_epoch": best + 1,
         "train_accuracy": float(history["accuracy"][best]),
         "validation_accuracy": float(history["val_accuracy"][best]) if monitor else None,
@@ -247,12 +298,14 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
     }
 
 
-def run(config: RunConfig, splits: data.Data | None = None) -> dict:
+def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool = False) -> dict:
     """Train and evaluate one run.
 
     Args:
         config: the run.
         splits: its data, if already loaded (otherwise `load_data(config)`).
+        keep_backup: leave the backup for the caller to remove once the result is safely recorded (the grid
+            does, after writing the row), so that no moment exists at which a kill loses a finished run.
 
     Returns:
         A flat dict: the config's fields, `run`, `network`, `num_train`, `epochs_run`, `best_epoch` (the
@@ -270,14 +323,17 @@ def run(config: RunConfig, splits: data.Data | None = None) -> dict:
     if config.fine_tune_epochs:
         result["test_accuracy_before_fine_tune"] = _test_accuracy(model, splits)
         strategies.unfreeze(model, learning_rate=config.fine_tune_learning_rate)
-        fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase="-fine_tune")
+        fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase=FINE_TUNE)
         fine_tuned["earlier_seconds"] += result["earlier_seconds"]
+        diverged = fine_tuned.pop("diverged_epoch")
         result.update({key: value for key, value in fine_tuned.items() if key != "epochs_run"})
+        result["diverged_epoch"] = result["diverged_epoch"] or (diverged and diverged + result["epochs_run"])
         result["epochs_run"] += fine_tuned["epochs_run"]
         result["best_epoch"] += config.epochs
     result["test_accuracy"] = _test_accuracy(model, splits)
     result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
-    shutil.rmtree(config.backup_dir, ignore_errors=True)
+    if not keep_backup:
+        shutil.rmtree(config.paths.backup_root, ignore_errors=True)
     return {
         **dataclasses.asdict(config),
         "run": config.name,

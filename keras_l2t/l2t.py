@@ -65,7 +65,9 @@ class L2TModel(keras.Model):
 
     Args:
         source: the pretrained source network (frozen, always run in inference mode).
-        target: the target network with its classifier (returns logits).
+        target: the target network with its classifier (returns logits). Changed in place: its BatchNorm layers
+            compute exact training-mode moments from now on (`matching.use_exact_batch_norm`; same values, full
+            gradient), so that the meta step's second-order gradients are exact. It still saves as plain Keras.
         method: "l2t_ww", "l2t_www", "ufm", "fm_uniform" or "scratch" (cross-entropy only).
         pairs: (source tap index, target tap index) pairs; default all-to-all (UFM: equal resolution).
         beta: the matching loss factor.
@@ -110,7 +112,7 @@ class L2TModel(keras.Model):
             if pairs is not None
             else _default_pairs(method, source_shapes, target_shapes)
         )
-        matching.use_exact_batch_norm(target)
+        matching.use_exact_batch_norm(target)  # in place, as the docstring says
         self._build_pair_networks(source_shapes, target_shapes)
         self.theta = list(self.target_features.trainable_variables) + [
             variable for adapter in self.adapters for variable in adapter.trainable_variables

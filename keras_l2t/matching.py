@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_l2t import keras_internals
+
 # softplus(x) = 1 at x = log(e - 1): the which network starts with gamma = 1 everywhere, i.e. as L2T-ww.
 SOFTPLUS_ONE = math.log(math.e - 1.0)
 WHICH_GRID = 3
@@ -246,9 +248,10 @@ def exact_moments(layer, inputs, mask):
     """
     if mask is not None:
         raise ValueError("exact batch moments do not support masks")
-    mean = tf.reduce_mean(inputs, axis=layer._reduction_axes, keepdims=True)
-    variance = tf.reduce_mean(tf.square(inputs - mean), axis=layer._reduction_axes, keepdims=True)
-    return tf.squeeze(mean, layer._reduction_axes), tf.squeeze(variance, layer._reduction_axes)
+    axes = keras_internals.batch_norm_axes(layer)
+    mean = tf.reduce_mean(inputs, axis=axes, keepdims=True)
+    variance = tf.reduce_mean(tf.square(inputs - mean), axis=axes, keepdims=True)
+    return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
 
 
 def use_exact_batch_norm(model: keras.Model) -> int:
@@ -265,8 +268,10 @@ def use_exact_batch_norm(model: keras.Model) -> int:
 
     """
     count = 0
-    for layer in model._flatten_layers():
+    for layer in keras_internals.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer._moments = lambda inputs, mask, layer=layer: exact_moments(layer, inputs, mask)
+            keras_internals.set_batch_norm_moments(
+                layer, lambda inputs, mask, layer=layer: exact_moments(layer, inputs, mask)
+            )
             count += 1
     return count

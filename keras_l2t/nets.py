@@ -100,6 +100,11 @@ def resnet32(input_shape=(32, 32, 3), num_classes: int | None = None, name: str 
     return keras.Model(inputs, x, name=name)
 
 
+# resnet32's feature taps are its 15 block outputs; fine-tuning blocks are the stem and each residual block.
+RESNET32_TAPS = tuple(f"{block}_out" for block in resnet32_block_names())
+RESNET32_BLOCKS = ("relu1",) + RESNET32_TAPS
+
+
 def vgg9(input_shape=(32, 32, 3), num_classes: int | None = None, name: str = "vgg9") -> keras.Model:
     """VGG-9 with BatchNorm, the target network of L2T-ww (Jang et al. 2019, `models/vgg.py` of the reference).
 
@@ -132,6 +137,11 @@ def vgg9(input_shape=(32, 32, 3), num_classes: int | None = None, name: str = "v
         classifier_init = keras.initializers.RandomNormal(stddev=0.01)
         x = layers.Dense(num_classes, kernel_initializer=classifier_init, name="classifier")(x)
     return keras.Model(inputs, x, name=name)
+
+
+# vgg9's taps: the ReLU before each max-pool (L2T-ww's target features); a block ends at each pool.
+VGG9_TAPS = ("relu1", "relu2", "relu4", "relu6", "relu8")
+VGG9_BLOCKS = ("pool1", "pool2", "pool3", "pool4", "pool5")
 
 
 def _fire(x, index: int):
@@ -175,6 +185,11 @@ def squeezenet1_1(
     return keras.Model(inputs, x, name=name)
 
 
+# squeezenet1_1's taps: the stem and the fire module before each pool, and the last one; blocks: stem, fires.
+SQUEEZENET_TAPS = ("conv1", "fire3_concat", "fire5_concat", "fire9_concat")
+SQUEEZENET_BLOCKS = ("pool1",) + tuple(f"fire{index}_concat" for index in SQUEEZENET_FIRES)
+
+
 def lenet5(input_shape=(32, 32, 3), num_classes: int | None = None, name: str = "lenet5") -> keras.Model:
     """LeNet-5 (LeCun et al. 1998) for 32x32 inputs, with ReLU and max-pooling: the from-scratch baseline.
 
@@ -198,3 +213,8 @@ def lenet5(input_shape=(32, 32, 3), num_classes: int | None = None, name: str = 
     if num_classes is not None:
         x = layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, x, name=name)
+
+
+# lenet5's taps: the two convolutions' ReLUs; blocks: each convolution with its pool, then the dense layers.
+LENET5_TAPS = ("relu1", "relu2")
+LENET5_BLOCKS = ("pool1", "pool2", "fc2")

@@ -57,7 +57,10 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, l
         raise ValueError(f"Image folder {str(root)!r} has no class sub-folders; expected <root>/<class>/<image> files.")
     paths, labels = [], []
     for label, name in enumerate(class_names):
-        files = sorted(str(f) for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        # hidden files (macOS "._name.jpg" resource forks, ".DS_Store") are skipped, as image-folder readers do
+        files = sorted(
+            str(f) for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+        )
         if not files:
             raise ValueError(f"Class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
         paths += files
@@ -273,6 +276,12 @@ def read_tfds(name: str, *, data_dir: str | None = None, download: bool = False,
     try:
         if download:
             builder.download_and_prepare()
+    except ImportError as error:  # TFDS imports what a dataset's download needs only when it downloads
+        raise ImportError(
+            f"Downloading TFDS dataset {name!r} needs a package that is not installed: {error}. Install it "
+            f"(pip install {getattr(error, 'name', None) or 'the package named above'}) and run again."
+        ) from error
+    try:
         splits = [split for split in SPLIT_NAMES if split in builder.info.splits] or ["train", "test"]
         loaded = tfds.load(name, split=splits, data_dir=data_dir, download=False, as_supervised=True)
     except Exception as error:

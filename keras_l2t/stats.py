@@ -194,16 +194,14 @@ def summary(results: pd.DataFrame, order=None, baseline: str | None = None, cour
     return "\n".join(parts)
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**options):
+    """A matplotlib Figure drawn without pyplot: no backend to choose, no global state, no window."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**options)
 
 
-def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None) -> str:
+def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None):
     """The thesis figure: test accuracy against samples per class, mean +- std per method, each run a dot.
 
     Args:
@@ -212,11 +210,11 @@ def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None) -> st
         order: the methods in order.
 
     Returns:
-        The path written.
+        The matplotlib Figure (saved to `path`).
 
     """
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    figure = _figure(figsize=(6.5, 4.2))
+    axis = figure.subplots()
     sizes = _sample_sizes(results)
     positions = {size: index for index, size in enumerate(sizes)}
     for offset, method in enumerate(_order(results, order)):
@@ -237,11 +235,10 @@ def plot_accuracy_vs_samples(results: pd.DataFrame, path: str, order=None) -> st
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return figure
 
 
-def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, order=None) -> str:
+def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, order=None):
     """Accuracy and loss per epoch (train dashed, validation solid) of every run, early-stop points marked.
 
     Args:
@@ -251,14 +248,17 @@ def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, ord
         order: the strategies, one column of panels each.
 
     Returns:
-        The path written.
+        The matplotlib Figure (saved to `path`).
 
     """
-    plt = _pyplot()
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
     methods = _order(results, order)
-    figure, axes = plt.subplots(2, len(methods), figsize=(3.6 * len(methods), 6), squeeze=False, sharey="row")
-    colours = {size: plt.cm.viridis(i / max(1, len(_sample_sizes(results)) - 1)) for i, size in
-               enumerate(_sample_sizes(results))}  # fmt: skip
+    figure = _figure(figsize=(3.6 * len(methods), 6))
+    axes = figure.subplots(2, len(methods), squeeze=False, sharey="row")
+    sizes = _sample_sizes(results)
+    colours = {size: colormaps["viridis"](i / max(1, len(sizes) - 1)) for i, size in enumerate(sizes)}
     for column, method in enumerate(methods):
         for row in results[results["strategy"] == method].itertuples():
             file = os.path.join(history_dir, f"{row.run}.csv")
@@ -281,17 +281,16 @@ def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, ord
     axes[1][0].set_ylabel("loss (log scale)")
     for axis in axes[1]:
         axis.set_yscale("log")  # early validation losses of barely trained BatchNorm statistics can be huge
-    handles = [plt.Line2D([], [], color=colour, label=f"N = {size}") for size, colour in colours.items()]
+    handles = [Line2D([], [], color=colour, label=f"N = {size}") for size, colour in colours.items()]
     handles += [
-        plt.Line2D([], [], color="grey", linestyle="--", label="train"),
-        plt.Line2D([], [], color="grey", label="validation"),
-        plt.Line2D([], [], color="crimson", marker="*", linestyle="", label="early-stop point"),
+        Line2D([], [], color="grey", linestyle="--", label="train"),
+        Line2D([], [], color="grey", label="validation"),
+        Line2D([], [], color="crimson", marker="*", linestyle="", label="early-stop point"),
     ]
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def meta_weight_drift(tb_dir: str, runs) -> pd.DataFrame:

@@ -20,15 +20,31 @@ import difflib
 import keras
 
 from keras_l2t import backbones
-from keras_l2t.l2t import L2TModel
+from keras_l2t.l2t import META_METHODS, L2TModel
 from keras_l2t.optim import TorchSGD, reference_cosine
 
-__all__ = ["Strategy", "build", "callbacks", "names", "spec", "trainable_layers", "unfreeze"]
+__all__ = [
+    "FAMILIES",
+    "MATCHING_LEARNING_RATE",
+    "Strategy",
+    "build",
+    "callbacks",
+    "names",
+    "resolve",
+    "scratch_family",
+    "spec",
+    "trainable_layers",
+    "unfreeze",
+]
+
+
+FAMILIES = ("classic", "matching")
+MATCHING_LEARNING_RATE = 0.1  # the L2T-ww reference: SGD from 0.1, for every method it compares (scratch too)
 
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    """One way of reusing a pretrained network.
+    """One way of reusing a pretrained network, and everything a run needs to know about it.
 
     Args:
         name: the registry name.
@@ -36,7 +52,7 @@ class Strategy:
         description: one line for tables and help texts.
         learning_rate: the default starting learning rate.
         trainable: for classic strategies, which backbone layers train: "none", "last" or "all".
-        pretrained: whether the backbone starts from pretrained weights.
+        pretrained: whether the (classic) backbone starts from pretrained weights.
 
     """
 
@@ -47,44 +63,42 @@ class Strategy:
     trainable: str = "all"
     pretrained: bool = True
 
+    @property
+    def meta(self) -> bool:
+        """Whether the method learns meta-networks by the bilevel step (`L2TModel` owns which methods do)."""
+        return self.family == "matching" and self.name in META_METHODS
 
-MATCHING_LEARNING_RATE = 0.1  # the L2T-ww reference: SGD from 0.1, for every method it compares (scratch too)
-_REGISTRY = {
-    strategy.name: strategy
-    for strategy in (
-        Strategy("feature_extraction", "classic", "pretrained backbone frozen, new head trained", 1e-3, "none"),
-        Strategy("fine_tune_last", "classic", "last N blocks and the head trained, the rest frozen", 3e-4, "last"),
-        Strategy("full_fine_tune", "classic", "every layer trained from the pretrained weights", 1e-4, "all"),
-        Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False),
-        Strategy("ufm", "matching", "FitNets-style unweighted feature matching (Romero et al. 2014)", 0.1),
-        Strategy("fm_uniform", "matching", "all-pairs feature matching with uniform weights", 0.1),
-        Strategy("l2t_ww", "matching", "L2T-ww: meta-learned what and where (Jang et al. 2019)", 0.1),
-        Strategy("l2t_www", "matching", "L2T-www: L2T-ww plus a which-pixels meta-network", 0.1),
+
+_CLASSIC = (
+    Strategy("feature_extraction", "classic", "pretrained backbone frozen, new head trained", 1e-3, "none"),
+    Strategy("fine_tune_last", "classic", "last N blocks and the head trained, the rest frozen", 3e-4, "last"),
+    Strategy("full_fine_tune", "classic", "every layer trained from the pretrained weights", 1e-4, "all"),
+    Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False),
+)
+_MATCHING = tuple(
+    Strategy(name, "matching", description, MATCHING_LEARNING_RATE)
+    for name, description in (
+        ("ufm", "FitNets-style unweighted feature matching (Romero et al. 2014)"),
+        ("fm_uniform", "all-pairs feature matching with uniform weights"),
+        ("l2t_ww", "L2T-ww: meta-learned what and where (Jang et al. 2019)"),
+        ("l2t_www", "L2T-www: L2T-ww plus a which-pixels meta-network"),
     )
-}
+)
+_REGISTRY = {strategy.name: strategy for strategy in _CLASSIC + _MATCHING}
 
 
 def names(family: str | None = None) -> list[str]:
-    """List the registered strategies.
+    """List the registered strategies, in registration order.
 
     Args:
         family: "classic" or "matching" to list only those; None for all.
-
-    Returns:
-        Names in registration order.
 
     """
     return [name for name, strategy in _REGISTRY.items() if family in (None, strategy.family)]
 
 
 def spec(name: str) -> Strategy:
-    """Describe a strategy.
-
-    Args:
-        name: a registered name.
-
-    Returns:
-        Its `Strategy`.
+    """The registered `Strategy` of a name.
 
     Raises:
         KeyError: unknown name, with close matches and every registered name.
@@ -95,6 +109,44 @@ def spec(name: str) -> Strategy:
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise KeyError(f"Unknown strategy {name!r}.{hint} Registered strategies: {', '.join(_REGISTRY)}.")
     return _REGISTRY[name]
+
+
+def resolve(name: str, family: str | None = None) -> Strategy:
+    """The strategy as a run trains it: the one place that decides a run's family (loop, optimizer, rate).
+
+    `scratch` is the only strategy in both families: with "matching" it trains the target network from random
+    initialisation with the matching methods' loop, optimizer and schedule, so that it is their fair baseline.
+
+    Args:
+        name: a registered strategy.
+        family: None for the strategy's own family, or "classic" / "matching".
+
+    Raises:
+        KeyError: unknown name. ValueError: unknown family, or a family the strategy cannot train with.
+
+    """
+    strategy = spec(name)
+    if family not in (None, *FAMILIES):
+        raise ValueError(f"Unknown family {family!r}; choose {' or '.join(map(repr, FAMILIES))}.")
+    if family in (None, strategy.family):
+        return strategy
+    if name != "scratch":
+        raise ValueError(f"{name} trains only with the {strategy.family} loop, not with {family!r}.")
+    return dataclasses.replace(strategy, family=family, learning_rate=MATCHING_LEARNING_RATE)
+
+
+def scratch_family(strategy_names, family: str | None = None) -> str:
+    """The family `scratch` trains with beside these strategies.
+
+    The requested one; else "matching" when a matching method is among them (a fair comparison), else "classic".
+
+    Raises:
+        ValueError: unknown family.
+
+    """
+    if family is not None:
+        return resolve("scratch", family).family
+    return "matching" if any(spec(name).family == "matching" for name in strategy_names) else "classic"
 
 
 def trainable_layers(model: keras.Model, trainable: str, last_blocks: int = 2, freeze_batch_norm: bool = True) -> None:
@@ -159,10 +211,8 @@ def _matching(strategy: Strategy, num_classes: int, options: dict) -> keras.Mode
     target = backbones.build(
         options["target"], weights=None, input_shape=options["input_shape"], num_classes=num_classes
     )
-    method = "scratch" if strategy.name == "scratch" else strategy.name
-    model = L2TModel(source, target, method=method, **options["matching"])
-    default_rate = strategy.learning_rate if strategy.family == "matching" else MATCHING_LEARNING_RATE
-    model.compile(optimizer=options["optimizer"] or TorchSGD(options["learning_rate"] or default_rate))
+    model = L2TModel(source, target, method=strategy.name, **options["matching"])
+    model.compile(optimizer=options["optimizer"] or TorchSGD(options["learning_rate"] or strategy.learning_rate))
     return model
 
 
@@ -170,6 +220,7 @@ def build(
     name: str,
     *,
     num_classes: int,
+    family: str | None = None,
     backbone: str | None = None,
     weights="imagenet",
     input_shape=None,
@@ -190,10 +241,12 @@ def build(
     Args:
         name: a registered strategy (see `names()`).
         num_classes: classes of the task.
+        family: the loop to train with (see `resolve`); `family="matching"` trains `scratch` like the matching
+            methods (an `L2TModel` without matching, the same optimizer and schedule), as their baseline.
         backbone: for classic strategies, a registered backbone.
         weights: the backbone's pretrained weights (None, a named pretraining such as "imagenet", or a file).
         input_shape: (height, width, 3); default the backbone's.
-        learning_rate: the starting rate; default the strategy's (`spec(name).learning_rate`).
+        learning_rate: the starting rate; default the strategy's (`resolve(name, family).learning_rate`).
         epochs: with `steps_per_epoch`, cosine-decay a classic strategy's rate to 0 over the run.
         steps_per_epoch: batches per epoch.
         last_blocks: for `fine_tune_last`, how many of the backbone's last blocks train.
@@ -202,18 +255,17 @@ def build(
         optimizer: replaces the default optimizer.
         source: for matching methods, the pretrained source backbone.
         source_weights: its weights (named or a file).
-        target: for matching methods (and `scratch` trained like them), the target backbone, with its own head.
+        target: for matching methods, the target backbone with its own head (default `backbone`).
         **matching_options: passed to `L2TModel` (pairs, beta, inner_steps, ...).
 
     Returns:
-        A compiled `keras.Model` (an `L2TModel` for matching methods, and for `scratch` when `target` is given,
-        so that it trains with the same loop, optimizer and schedule as the methods it is compared with).
+        A compiled `keras.Model` (an `L2TModel` for the matching family).
 
     Raises:
-        KeyError: unknown strategy or backbone. ValueError: missing backbone, too-small input.
+        KeyError: unknown strategy or backbone. ValueError: missing backbone, too-small input, wrong family.
 
     """
-    strategy = spec(name)
+    strategy = resolve(name, family)
     options = {
         "weights": weights,
         "input_shape": input_shape,
@@ -229,7 +281,7 @@ def build(
         "target": target or backbone,
         "matching": matching_options,
     }
-    if strategy.family == "matching" or (name == "scratch" and target is not None):
+    if strategy.family == "matching":
         if options["target"] is None:
             raise ValueError(f"{name} needs a target backbone (target='vgg9', for instance).")
         return _matching(strategy, num_classes, options)
@@ -239,19 +291,21 @@ def build(
 
 
 def callbacks(model: keras.Model, epochs: int) -> list:
-    """Callbacks a strategy's model needs during `fit` (the reference cosine schedule for L2TModel).
+    """Callbacks a strategy's model needs during `fit`.
+
+    Keras' `TerminateOnNaN` (a diverged run stops instead of training on NaN), and for L2TModel the reference
+    cosine schedule (a classic strategy's schedule lives in its optimizer).
 
     Args:
         model: a model from `build`.
         epochs: the run's length.
 
-    Returns:
-        A list of callbacks (empty for classic strategies, whose schedule lives in the optimizer).
-
     """
+    stop = [keras.callbacks.TerminateOnNaN()]
     if isinstance(model, L2TModel):
-        return [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, float(model.optimizer.learning_rate)))]
-    return []
+        rate = float(model.optimizer.learning_rate)
+        return stop + [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, rate))]
+    return stop
 
 
 def unfreeze(
@@ -279,16 +333,3 @@ def unfreeze(
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
-
-
-def describe() -> str:
-    """A table of the registered strategies, for help texts.
-
-    Returns:
-        One line per strategy: name, family, default learning rate and description.
-
-    """
-    width = max(map(len, _REGISTRY))
-    return "\n".join(
-        f"{s.name:<{width}}  {s.family:<8}  lr {s.learning_rate:g}  {s.description}" for s in _REGISTRY.values()
-    )

@@ -1,3 +1,5 @@
+import h5py
+import keras
 import numpy as np
 import pytest
 
@@ -116,8 +118,29 @@ def test_squeezenet_named_weights_download_with_checksum(shared, fake_download):
     source = backbones.spec("squeezenet1_1").weight_sources["imagenet"]
     fake_download[source.url] = shared / "weights/squeezenet_v1.1_imagenet_notop.h5"
     model = backbones.build("squeezenet1_1", weights="imagenet", input_shape=(64, 64, 3))
-    kernel = np.asarray(model.get_layer("fire2_squeeze1x1").weights[0])
-    assert kernel.shape == (1, 1, 64, 16) and np.abs(kernel).sum() > 0
+    assert_holds_the_rcmalli_file(model, fake_download[source.url])
+
+
+def rcmalli_arrays(path) -> dict:
+    """The per-layer arrays of the rcmalli file, read here with h5py alone (not with the library's reader)."""
+    text = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+        layers = {text(name): root[text(name)] for name in root.attrs["layer_names"]}
+        return {
+            name.replace("/", "_"): [np.asarray(group[text(weight)]) for weight in group.attrs["weight_names"]]
+            for name, group in layers.items()
+            if len(group.attrs.get("weight_names", []))
+        }
+
+
+def assert_holds_the_rcmalli_file(model, path):
+    stored = rcmalli_arrays(path)
+    weighted = {layer.name: layer for layer in model.layers if layer.weights}
+    assert set(weighted) == set(stored) and len(stored) == 25  # conv1 and 8 fire modules of 3 convolutions
+    for name, arrays in stored.items():
+        for weight, array in zip(weighted[name].weights, arrays, strict=True):
+            np.testing.assert_array_equal(np.asarray(weight), array, err_msg=name)
 
 
 # Acceptance: the published L2T-ww source network, reproduced logit for logit (issue 2).
@@ -151,8 +174,10 @@ def test_resnet32_reproduces_the_published_network(shared):
 
 
 def test_squeezenet_weights_load_every_layer(shared):
-    model = backbones.build("squeezenet1_1", weights=str(shared / "weights/squeezenet_v1.1_imagenet_notop.h5"))
+    path = shared / "weights/squeezenet_v1.1_imagenet_notop.h5"
+    model = backbones.build("squeezenet1_1", weights=str(path))
     assert model.count_params() == 722_496
+    assert_holds_the_rcmalli_file(model, path)
 
 
 def test_mobilenet_v2_local_weights_load(shared):
@@ -220,3 +245,32 @@ def test_weights_mirror_finds_named_weights_by_checksum_offline(shared, fake_dow
     (mirror / source.file_name).write_bytes(b"not the weights")
     with pytest.raises(WeightsError, match="SHA-256"):
         backbones.build("squeezenet1_1", weights="imagenet", input_shape=(64, 64, 3))
+
+
+def test_keras_application_imagenet_weights_come_from_the_mirror_by_input_size(fake_download, tmp_path, monkeypatch):
+    from keras.src.legacy.saving import legacy_h5_format  # writes the Keras Applications file format
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    saved = backbones.build("mobilenet_v2", input_shape=(96, 96, 3))  # random weights, saved as the 96 px file
+    with h5py.File(mirror / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5", "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, saved)
+    monkeypatch.setenv("KERAS_L2T_WEIGHTS_DIR", str(mirror))
+    model = backbones.build("mobilenet_v2", weights="imagenet", input_shape=(96, 96, 3))  # no network: mirror
+    for a, b in zip(model.weights, saved.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(WeightsUnavailableError, match="kernels_1.0_128_no_top.h5"):  # the file of its own size
+        backbones.build("mobilenet_v2", weights="imagenet", input_shape=(128, 128, 3))
+    with pytest.raises(WeightsUnavailableError, match="kernels_1.0_224_no_top.h5"):  # as keras.applications picks
+        backbones.build("mobilenet_v2", weights="imagenet", input_shape=(100, 100, 3))
+
+
+def test_every_private_keras_hook_is_still_there():
+    from keras_l2t import keras_internals
+
+    keras_internals.check()  # fails loudly, naming the hook, when a Keras release renames one
+    layer = keras.layers.BatchNormalization()
+    assert keras_internals.weights_file_name(layer) == "batch_normalization"
+    del layer._reduction_axes  # as if a Keras release had renamed it
+    with pytest.raises(keras_internals.KerasInternalsChanged, match=r"no BatchNormalization._reduction_axes.*tested"):
+        keras_internals.batch_norm_axes(layer)

@@ -4,17 +4,20 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import linked_subset
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def overrides(name: str, shared: Path, tmp_path: Path) -> dict:
-    cifar_test = str(shared / "data/cifar10/test")  # one folder: validation and test are carved from it
+    # real images, few of them: one CIFAR-10 folder (validation and test are carved from it), a cats-vs-dogs subset
+    cifar_test = linked_subset(shared / "data/cifar10/test", tmp_path / "cifar10", per_class=40)
+    cats_vs_dogs = linked_subset(shared / "data/cats_vs_dogs", tmp_path / "cats_vs_dogs", per_class=12)
     weights = str(shared / "weights/resnet32_tinyimagenet_l2tww_state_dict.npz")
     return {
         "01_feature_extraction_and_fine_tuning": {
-            "DATA": str(shared / "data/cats_vs_dogs"),
+            "DATA": cats_vs_dogs,
             "WEIGHTS": str(shared / "weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5"),
             "IMAGE_SIZE": 64,
             "SAMPLES_PER_CLASS": 4,
