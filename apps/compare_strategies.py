@@ -89,9 +89,32 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive)
     parser.add_argument("--image-size", type=positive, help="input height and width")
     parser.add_argument("--learning-rate", type=rate)
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=positive,
+        help="two-phase recipe: after --epochs, unfreeze the whole backbone and train this many more epochs",
+    )
+    parser.add_argument("--fine-tune-learning-rate", type=rate, help="the second phase's rate (default 1e-5)")
     parser.add_argument("--validation", type=split, help="validation split: a fraction, or a count if >= 1")
+    parser.add_argument(
+        "--validation-groups",
+        metavar="REGEX",
+        help="carve validation in whole groups: the first match (or group) of REGEX in a file name is its group, "
+        "e.g. '^([0-9]+)_' for GTSRB's <track>_<frame> files (near-duplicate frames stay on one side)",
+    )
+    parser.add_argument(
+        "--augment",
+        help="training augmentation: auto (default: a crop for small images, small rotations for photos, never a "
+        "mirror), none, or a comma list of crop, flip, rotation (flip only where a mirror image keeps its class)",
+    )
     parser.add_argument("--patience", type=positive, help="early-stopping patience (default: train every epoch)")
     parser.add_argument("--backup-every", type=positive, help="back each run up every this many epochs (default 1)")
+    parser.add_argument(
+        "--keep-models",
+        choices=["best", "all", "none"],
+        default="best",
+        help="save runs' models under <out>/models: the one validation picks per strategy and N (default), all, none",
+    )
     parser.add_argument("--baseline", help="compare every strategy with this one (default: the previous one)")
     parser.add_argument("--out", help="output folder (default runs/<preset>)")
     parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
@@ -121,7 +144,11 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "learning_rate": args.learning_rate,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "fine_tune_learning_rate": args.fine_tune_learning_rate,
         "validation": validation,
+        "augment": args.augment,
+        "validation_groups": args.validation_groups,
         "patience": args.patience,
         "backup_every": args.backup_every,
     }
@@ -135,6 +162,7 @@ def main(argv=None) -> int:
             seeds=args.seeds,
             quiet=args.quiet,
             baseline=args.baseline,
+            keep_models=args.keep_models,
             **fields,
         )
     except KeyboardInterrupt:

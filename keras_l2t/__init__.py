@@ -9,13 +9,14 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "backbones", "callbacks", "data", "experiment", "grid", "nets", "paths", "presets", "process", "report",
-    "results", "stats", "strategies", "weights",
+    "backbones", "callbacks", "data", "experiment", "grid", "inference", "nets", "paths", "presets", "process",
+    "report", "results", "stats", "strategies", "weights",
 )  # fmt: skip
 _NAMES = {
     "BackboneSpec": "keras_l2t.backbones",
     "L2TModel": "keras_l2t.l2t",
     "RunConfig": "keras_l2t.experiment",
+    "export": "keras_l2t.inference",
     "run": "keras_l2t.experiment",
     "WeightsError": "keras_l2t.weights",
     "WeightsUnavailableError": "keras_l2t.weights",

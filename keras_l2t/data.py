@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_l2t import backbones
+from keras_l2t.augment import TRANSFORMS, augment_transforms, augmenter  # noqa: F401  (re-exported)
 from keras_l2t.sources import (  # noqa: F401  (re-exported readers)
     Source,
     from_arrays,
@@ -31,7 +33,6 @@ from keras_l2t.sources import (  # noqa: F401  (re-exported readers)
     read_tfds,
 )
 
-AUGMENTATIONS = ("crop_flip", "flip_rotate", "none")
 SPLIT_EVAL = ("validation", "test")
 
 
@@ -149,6 +150,49 @@ def split_per_class(labels: np.ndarray, counts, rng: np.random.Generator, class_
     return chosen, np.setdiff1d(np.arange(len(labels)), chosen)
 
 
+def _groups(dataset: Source, pattern: str | None) -> np.ndarray | None:
+    """The group of each training image: the first match of `pattern` in its file name (None: no grouping)."""
+    if pattern is None:
+        return None
+    if not dataset.files:
+        raise ValueError("validation_groups needs an image folder: the groups come from the file names.")
+    expression = re.compile(pattern)
+    keys = []
+    for path in dataset.files["train"]:
+        found = expression.search(os.path.basename(path))
+        if found is None:
+            raise ValueError(f"validation_groups {pattern!r} does not match the file name {os.path.basename(path)!r}.")
+        keys.append(found.group(1) if expression.groups else found.group(0))
+    return np.asarray(keys)
+
+
+def split_by_groups(labels: np.ndarray, groups: np.ndarray, counts, rng: np.random.Generator):
+    """Draw about `counts[c]` images of each class c in whole groups (e.g. every frame of one physical object).
+
+    Near-duplicates (frames of one sign, shots of one animal) then never sit on both sides of the split, so
+    the held-out accuracy, and the early-stop point chosen on it, are not inflated by images seen in training.
+
+    Returns:
+        (chosen indices, the rest), both sorted.
+
+    """
+    chosen = []
+    for label, count in enumerate(counts):
+        members = np.flatnonzero(labels == label)
+        names = np.unique(groups[members])
+        taken = 0
+        for name in rng.permutation(names):
+            if taken >= count:
+                break
+            inside = members[groups[members] == name]
+            chosen.append(inside)
+            taken += len(inside)
+        if taken == len(members):
+            raise ValueError(f"Class {label} has too few groups to keep any for training; lower the split.")
+    chosen = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, "int64")
+    return chosen, np.setdiff1d(np.arange(len(labels)), chosen)
+
+
 def _validation_counts(labels: np.ndarray, validation) -> list[int]:
     per_class = np.bincount(labels)
     if isinstance(validation, float):
@@ -164,56 +208,6 @@ def _validation_counts(labels: np.ndarray, validation) -> list[int]:
             f"{per_class.max()}); ask for at least {len(per_class)} images, or a larger fraction."
         )
     return counts
-
-
-def _rotation(image, angle):
-    """Rotate an image about its centre (bilinear, reflected borders)."""
-    import keras
-
-    height, width = tf.cast(tf.shape(image)[0], "float32"), tf.cast(tf.shape(image)[1], "float32")
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2
-    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2
-    transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
-    rotated = keras.ops.image.affine_transform(tf.cast(image, "float32"), transform, fill_mode="reflect")
-    return tf.cast(tf.clip_by_value(tf.round(rotated), 0, 255), image.dtype)
-
-
-def augmenter(kind: str, native_size: int) -> Callable | None:
-    """The per-image augmentation applied to [0, 255] images before resizing.
-
-    Stateless: each call takes its own seed, so runs with the same seed see the same augmented batches even
-    though `tf.data` augments images in parallel.
-
-    Args:
-        kind: "crop_flip" (pad 4 black pixels, random crop back, horizontal flip: L2T-ww's CIFAR recipe),
-            "flip_rotate" (horizontal flip and rotations up to +-10 degrees, for photos), or "none".
-        native_size: the images' stored height and width.
-
-    Returns:
-        A function (image, seed of shape (2,)) -> image, or None for "none".
-
-    """
-    if kind not in AUGMENTATIONS:
-        raise ValueError(f"Unknown augmentation {kind!r}; use one of {', '.join(AUGMENTATIONS)} or 'auto'.")
-    if kind == "crop_flip":
-
-        def crop_flip(image, seed):
-            first, second = tf.unstack(tf.random.split(seed, 2))
-            padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-            cropped = tf.image.stateless_random_crop(padded, (native_size, native_size, 3), first)
-            return tf.image.stateless_random_flip_left_right(cropped, second)
-
-        return crop_flip
-    if kind == "flip_rotate":
-
-        def flip_rotate(image, seed):
-            first, second = tf.unstack(tf.random.split(seed, 2))
-            angle = tf.random.stateless_uniform([], second, -np.pi / 18, np.pi / 18)
-            return _rotation(tf.image.stateless_random_flip_left_right(image, first), angle)
-
-        return flip_rotate
-    return None
 
 
 def _batches(images, labels, *, batch_size, image_size, preprocess, augment=None, shuffle_seed=None):
@@ -249,6 +243,7 @@ def load(
     seed: int = 0,
     batch_size: int = 32,
     augment: str = "auto",
+    validation_groups: str | None = None,
     data_dir: str | None = None,
     download: bool = False,
 ) -> Data:
@@ -268,7 +263,12 @@ def load(
         test_fraction: carved from train when the source has no test split.
         seed: decides the validation split, the subset and the shuffling.
         batch_size: images per batch.
-        augment: "auto" (crop_flip for images of 64 px or less, else flip_rotate), or see `augmenter`.
+        augment: "auto" (a crop for images of 64 px or less, small rotations for photos; never a mirror), "none",
+            or a comma list of "crop", "flip", "rotation" (see `augment_transforms`).
+        validation_groups: for image folders, a regular expression whose first match (or first group) in a
+            file name is the image's group: validation and test are then carved in whole groups (see
+            `split_by_groups`), e.g. "^([0-9]+)_" for GTSRB's `<track>_<frame>.ppm`. A `<root>/validation/`
+            folder is used as it is.
         data_dir: TFDS data directory.
         download: let TFDS download.
 
@@ -293,11 +293,14 @@ def load(
     train_images, train_labels = dataset.splits["train"]
     held_out = {name: pair for name, pair in dataset.splits.items() if name != "train"}
     available = np.arange(len(train_labels))
+    groups = _groups(dataset, validation_groups)
     for split, amount in (("test", test_fraction), ("validation", validation)):
         if split not in held_out and amount:
-            carved, available_positions = split_per_class(
-                train_labels[available], _validation_counts(train_labels[available], amount), rng
-            )
+            counts = _validation_counts(train_labels[available], amount)
+            if groups is None:
+                carved, available_positions = split_per_class(train_labels[available], counts, rng)
+            else:
+                carved, available_positions = split_by_groups(train_labels[available], groups[available], counts, rng)
             held_out[split] = (train_images[available[carved]], train_labels[available[carved]])
             available = available[available_positions]
     if samples_per_class is not None:
@@ -309,8 +312,6 @@ def load(
     native_size = train_images.shape[1]
     image_size = image_size or native_size
     preprocess = preprocess or (spec.preprocess if spec is not None else (lambda x: x / 255.0))
-    if augment == "auto":
-        augment = "crop_flip" if native_size <= 64 else "flip_rotate"
     options = {"batch_size": batch_size, "image_size": image_size, "preprocess": preprocess}
     train = _batches(
         train_images[available],

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -23,152 +21,11 @@ import time
 
 import keras
 
-from keras_l2t import backbones, data, strategies
+from keras_l2t import backbones, data, inference, strategies
 from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, RunBackup
-from keras_l2t.paths import FINE_TUNE, RunPaths
-
-_LEAST = {
-    "epochs": 1, "batch_size": 1, "backup_every": 1, "seed": 0, "fine_tune_epochs": 0, "last_blocks": 1,
-    "samples_per_class": 1, "image_size": 1, "patience": 1,
-}  # fmt: skip
-_OPTIONAL = ("samples_per_class", "image_size", "patience")
-ALL_SAMPLES = "all"  # how tables, file names and the command line spell samples_per_class=None
-
-
-def samples_label(samples: int | None) -> int | str:
-    """N as tables and run names show it: the number, or "all" for the whole training set."""
-    return ALL_SAMPLES if samples is None else int(samples)
-
-
-def parse_samples(value) -> int | None:
-    """N from a table, a run name or the command line: a number, or None for "all" (or None)."""
-    return None if value is None or str(value) == ALL_SAMPLES else int(value)
-
-
-@dataclasses.dataclass
-class RunConfig:
-    """Everything that defines one run.
-
-    Args:
-        strategy: a registered strategy (see `strategies.names()`).
-        dataset: a TFDS name or an image folder.
-        data_dir: TFDS data directory.
-        download: let TFDS download the dataset.
-        backbone: the classic strategies' backbone.
-        weights: its pretrained weights (a named pretraining or a file).
-        source: the matching methods' pretrained source backbone.
-        source_weights: its weights.
-        target: the matching methods' target backbone.
-        family: "classic" or "matching"; None takes the strategy's own. `scratch` with "matching" trains the
-            target from scratch with the matching methods' loop and schedule, for a fair comparison.
-        samples_per_class: N training images per class; None for all.
-        imbalanced: the last class gets N / 10 images.
-        validation: the validation split carved from train (fraction or count).
-        seed: seeds the subset, the split, the initialisation and the shuffling.
-        epochs: training epochs.
-        batch_size: images per batch.
-        image_size: input height and width; None for the network's default (matching: the stored size).
-        learning_rate: None for the strategy's default.
-        last_blocks: blocks trained by `fine_tune_last`.
-        patience: early-stopping patience on validation accuracy; None trains every epoch.
-        fine_tune_epochs: two-phase recipe: after `epochs`, unfreeze the whole backbone for this many more.
-        fine_tune_learning_rate: the rate of that second phase.
-        out: the output folder.
-        verbose: Keras' progress output (0 silent, 1 bar, 2 a line per epoch).
-        backup_every: back the run up every this many epochs under `<out>/backup/<run name>/`; an interrupted
-            run resumes from there when run again (see `callbacks.RunBackup`).
-
-    """
-
-    strategy: str
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    download: bool = False
-    backbone: str | None = "squeezenet1_1"
-    weights: str | None = "imagenet"
-    source: str = "resnet32"
-    source_weights: str | None = "tinyimagenet"
-    target: str = "vgg9"
-    family: str | None = None
-    samples_per_class: int | None = None
-    imbalanced: bool = False
-    validation: float | int = 0.1
-    seed: int = 0
-    epochs: int = 15
-    batch_size: int = 64
-    image_size: int | None = None
-    learning_rate: float | None = None
-    last_blocks: int = 2
-    patience: int | None = None
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    out: str = "runs"
-    verbose: int = 1
-    backup_every: int = 1
-
-    def __post_init__(self):
-        for field, least in _LEAST.items():
-            value = getattr(self, field)
-            if value is None and field in _OPTIONAL:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                flag = "--" + field.replace("_", "-")
-                raise ValueError(f"{field} ({flag}) must be a whole number of at least {least}, got {value!r}.")
-        if self.learning_rate is not None and not (0 < self.learning_rate < float("inf")):
-            raise ValueError(f"learning_rate (--learning-rate) must be a positive number, got {self.learning_rate!r}.")
-        if isinstance(self.validation, bool) or not (
-            (isinstance(self.validation, float) and 0 <= self.validation < 1)
-            or (isinstance(self.validation, int) and self.validation >= 0)
-        ):
-            raise ValueError(
-                f"validation (--validation) must be a fraction in [0, 1) or a count of images, got {self.validation!r}."
-            )
-
-    @property
-    def resolved(self) -> strategies.Strategy:
-        """The strategy as this run trains it (`strategies.resolve`: family, default rate, meta or not)."""
-        return strategies.resolve(self.strategy, self.family)
-
-    @property
-    def resolved_family(self) -> str:
-        """The family this run trains with."""
-        return self.resolved.family
-
-    @property
-    def trained_network(self) -> str:
-        """The network that learns: the classic backbone, or the matching target."""
-        return self.target if self.resolved_family == "matching" else self.backbone
-
-    @property
-    def network(self) -> str:
-        """The networks, for tables: the backbone, or `source->target` (the target alone when nothing matches)."""
-        if self.resolved_family == "matching" and self.strategy != "scratch":
-            return f"{self.source}->{self.target}"
-        return self.trained_network
-
-    @property
-    def key(self) -> str:
-        """The SHA-1 (all 40 hex digits) of every field that changes the result (not `out`, `verbose`, `backup_every`).
-
-        Finished runs are matched by it, so it is never shortened: two configs of a grid share a key only if
-        they are the same run. (Keys of 6 digits, as written before, are recognised by `results.read_results`.)
-        """
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "verbose", "backup_every")}
-        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-    @property
-    def paths(self) -> RunPaths:
-        """Where the run writes (`keras_l2t.paths`)."""
-        return RunPaths(self.out, self.name)
-
-    @property
-    def name(self) -> str:
-        """A unique, readable run name (its log folder): strategy, network, data, N, epochs, seed and `key`."""
-        dataset = os.path.basename(os.path.normpath(self.dataset))
-        samples = samples_label(self.samples_per_class)
-        imbalance = "-imbalanced" if self.imbalanced else ""
-        network = self.network.replace("->", "-")
-        return f"{self.strategy}-{network}-{dataset}-n{samples}{imbalance}-e{self.epochs}-s{self.seed}-{self.key[:10]}"
+from keras_l2t.config import ALL_SAMPLES, RunConfig, parse_samples, samples_label  # noqa: F401  (re-exported)
+from keras_l2t.l2t import L2TModel
+from keras_l2t.paths import FINE_TUNE
 
 
 def load_data(config: RunConfig) -> data.Data:
@@ -192,6 +49,8 @@ def load_data(config: RunConfig) -> data.Data:
         validation=config.validation,
         seed=config.seed,
         batch_size=config.batch_size,
+        augment=config.augment,
+        validation_groups=config.validation_groups,
         data_dir=config.data_dir,
         download=config.download,
     )
@@ -331,6 +190,8 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         result["epochs_run"] += fine_tuned["epochs_run"]
         result["best_epoch"] += config.epochs
     result["test_accuracy"] = _test_accuracy(model, splits)
+    if config.keep_model:
+        _keep(config, model, splits, result)
     result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
     if not keep_backup:
         shutil.rmtree(config.paths.backup_root, ignore_errors=True)
@@ -342,6 +203,21 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         "num_train": splits.counts["train"],
         **result,
     }
+
+
+def _keep(config: RunConfig, model: keras.Model, splits: data.Data, result: dict) -> None:
+    """Save the run's model (its validation-best weights) with what is needed to use it."""
+    network = model.target if isinstance(model, L2TModel) else model
+    inference.save_model(
+        network,
+        config.paths.model,
+        class_names=splits.class_names,
+        image_size=splits.image_size,
+        network=config.trained_network,
+        strategy=config.strategy,
+        run=config.name,
+        **{key: result.get(key) for key in ("best_epoch", "validation_accuracy", "test_accuracy")},
+    )
 
 
 def _test_accuracy(model: keras.Model, splits: data.Data) -> float | None:

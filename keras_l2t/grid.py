@@ -22,10 +22,12 @@ import pandas as pd
 from keras_l2t import presets, stats, strategies  # noqa: F401  (stats: re-exported for notebooks)
 from keras_l2t.callbacks import write_hparams
 from keras_l2t.experiment import RunConfig, parse_samples, run, samples_label
-from keras_l2t.report import report
+from keras_l2t.paths import GridPaths
+from keras_l2t.report import picked_runs, report
 from keras_l2t.results import RESULT_COLUMNS, OutputInUse, append_result, lock, read_results  # noqa: F401
 
 PRESETS = presets.PRESETS  # the presets, by name (see `keras_l2t.presets`)
+KEEP_MODELS = ("best", "all", "none")
 
 
 def expand(strategy_names, samples_per_class=(None,), seeds=(0,), **fields) -> list[RunConfig]:
@@ -150,6 +152,15 @@ def _run_grid(configs: list[RunConfig], out: str, quiet: bool, echo) -> pd.DataF
     return results[results["key"].isin(wanted)].reset_index(drop=True)
 
 
+def _remove_unpicked_models(results: pd.DataFrame, out: str) -> None:
+    """Delete the kept models of these runs except the one validation picks per strategy and N."""
+    picked = set(picked_runs(results)["run"])
+    for name in set(results["run"]) - picked:
+        path = GridPaths(out).run(name).model
+        if os.path.exists(path):
+            os.remove(path)
+
+
 def compare(
     preset: str | None = None,
     *,
@@ -159,6 +170,7 @@ def compare(
     seeds=None,
     quiet: bool = False,
     baseline: str | None = None,
+    keep_models: str = "best",
     echo=print,
     **fields,
 ) -> tuple[pd.DataFrame, str]:
@@ -172,6 +184,8 @@ def compare(
         seeds: overrides its seeds (a list, or a number of seeds).
         quiet: one line per run instead of Keras progress bars.
         baseline: the Mann-Whitney baseline (default: each strategy against the previous one).
+        keep_models: "best" (the model validation picks per strategy and N), "all", or "none" (under
+            `<out>/models/`, see `inference`).
         echo: where progress and the summary go.
         **fields: `RunConfig` fields that override the preset's.
 
@@ -186,11 +200,15 @@ def compare(
     chosen = strategy_names or preset_strategies
     samples = samples_per_class or preset_samples
     seeds = seeds if seeds is not None else preset_seeds
-    settings.update(fields)
+    if keep_models not in KEEP_MODELS:
+        raise ValueError(f"Unknown keep_models {keep_models!r}; choose one of {', '.join(KEEP_MODELS)}.")
+    settings.update(fields, keep_model=keep_models != "none")
     configs = expand(chosen, samples, seeds, **settings)
     check_output_folder(out)
     with lock(out):  # one writer from the first run to the last plot
         results = run_grid(configs, out, quiet=quiet, echo=echo)
+        if keep_models == "best":
+            _remove_unpicked_models(results, out)
         text = report(results, out, order=chosen, baseline=baseline, course=preset == "course")
     echo(text)
     return results, text

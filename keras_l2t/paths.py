@@ -5,6 +5,7 @@
     <out>/tb/<run><phase>/                  TensorBoard: Keras' curves, validation/ (early-stop point), meta/
     <out>/history/<run><phase>.csv          per-epoch history
     <out>/backup/<run>/<train|fine_tune>/   the backup of a run in progress (removed when its row is safe)
+    <out>/models/<run>.keras                the run's validation-best model, with its metadata (`inference`)
 
 `<phase>` is "" for a run's (first) training phase and "-fine_tune" for the two-phase recipe's second.
 """
@@ -59,6 +60,11 @@ class GridPaths:
         """The folder of per-epoch CSV histories."""
         return os.path.join(self.out, "history")
 
+    @property
+    def models(self) -> str:
+        """The folder of kept models."""
+        return os.path.join(self.out, "models")
+
     def run(self, name: str) -> RunPaths:
         """The files of one run in this folder."""
         return RunPaths(self.out, name)
@@ -84,6 +90,11 @@ class RunPaths:
     def history(self, phase: str = "") -> str:
         """The per-epoch CSV history of a phase."""
         return os.path.join(self.out, "history", self.name + phase + ".csv")
+
+    @property
+    def model(self) -> str:
+        """The run's kept model."""
+        return os.path.join(self.out, "models", self.name + ".keras")
 
     @property
     def backup_root(self) -> str:

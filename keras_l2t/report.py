@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
 from keras_l2t import stats, strategies
 from keras_l2t.paths import GridPaths
 
-__all__ = ["report"]
+__all__ = ["picked_runs", "report"]
+
+
+def picked_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """The run validation picks for each strategy and N (highest validation accuracy; first on a tie)."""
+    if not len(results):
+        return results
+    ranked = results.assign(_score=results["validation_accuracy"].astype(float).fillna(-1.0))
+    best = ranked.groupby(["strategy", "samples_per_class"], sort=False)["_score"].idxmax()
+    return results.loc[best.to_numpy()]
 
 
 def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None = None, course: bool = False) -> str:
@@ -39,12 +50,29 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
     text += _meta_drift_section(results, paths)
+    text += _models_section(results, paths)
     with open(paths.summary, "w") as file:
         file.write(text)
     if len(results):
         stats.plot_accuracy_vs_samples(results, paths.accuracy_plot, order)
         stats.plot_learning_curves(results, paths.history, paths.learning_curves_plot, order)
     return text
+
+
+def _models_section(results: pd.DataFrame, paths: GridPaths) -> str:
+    rows = [row for row in picked_runs(results).itertuples() if os.path.exists(paths.run(row.run).model)]
+    if not rows:
+        return ""
+    lines = ["", "## Models kept", "", "The run validation picks per strategy and N; classify new images with",
+             f"`python apps/predict.py --model {paths.out} <images>` (it takes the best of these).", "",
+             "| strategy | N | validation | test | model |", "|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        model = os.path.relpath(paths.run(row.run).model, paths.out)
+        lines.append(
+            f"| {row.strategy} | {row.samples_per_class} | {stats._percent(row.validation_accuracy)} | "
+            f"{stats._percent(row.test_accuracy)} | `{model}` |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _meta_drift_section(results: pd.DataFrame, paths: GridPaths) -> str:

@@ -28,12 +28,14 @@ class Source:
         splits: split name -> (images uint8 (N, H, W, 3), labels int64 (N,)).
         class_names: the class of each label value.
         name: where it came from (for messages and results).
+        files: split name -> the file of each image, for sources read from folders (None otherwise).
 
     """
 
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     class_names: list[str]
     name: str = ""
+    files: dict[str, list[str]] | None = None
 
 
 def list_image_folder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
@@ -192,8 +194,9 @@ def read_folder(root: str | os.PathLike, image_size: int | None = None) -> Sourc
     split_roots = {split: root / split for split in SPLIT_NAMES if (root / split).is_dir()}
     if "train" not in split_roots:
         split_roots = {"train": root}
-    splits, class_names = {}, None
+    splits, class_names, files = {}, None, {}
     for split, split_root in split_roots.items():
+        files[split] = list(_list_folder(str(split_root), split_root.stat().st_mtime)[0])
         images, labels, names = _read_folder_split(str(split_root), image_size, split_root.stat().st_mtime)
         if class_names is not None and list(names) != class_names:
             raise ValueError(
@@ -202,7 +205,7 @@ def read_folder(root: str | os.PathLike, image_size: int | None = None) -> Sourc
             )
         class_names = list(names)
         splits[split] = (images, labels)
-    return Source(splits, class_names, str(root))
+    return Source(splits, class_names, str(root), files)
 
 
 def from_arrays(arrays, class_names: list[str] | None = None) -> Source:

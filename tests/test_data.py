@@ -76,7 +76,7 @@ def test_batches_are_resized_and_preprocessed_for_the_backbone():
     assert resized.input_shape == (20, 20, 3) and resized.num_classes == 3
 
 
-@pytest.mark.parametrize("kind", ["crop_flip", "flip_rotate"])
+@pytest.mark.parametrize("kind", ["crop_flip", "flip_rotate", "crop", "flip", "rotation", "crop,flip,rotation"])
 def test_augmentation_changes_training_images_only(kind):
     images = np.tile(np.arange(16, dtype="uint8")[None, :, None, None] * 15, (24, 1, 16, 3))
     arrays = (images.transpose(0, 2, 1, 3).copy(), np.arange(24) % 2)
@@ -89,8 +89,22 @@ def test_augmentation_changes_training_images_only(kind):
 
 
 def test_unknown_augmentation_lists_the_choices():
-    with pytest.raises(ValueError, match="crop_flip"):
+    with pytest.raises(ValueError, match="crop, flip, rotation"):
         data.load(make_arrays(), augment="mixup")
+
+
+def test_the_default_augmentation_never_mirrors():
+    assert data.augment_transforms("auto", 32) == ("crop",) and data.augment_transforms("auto", 160) == ("rotation",)
+    assert data.augment_transforms("flip,crop", 32) == ("crop", "flip")  # applied in a fixed order
+    # a left-right gradient: a mirrored image would run right to left, whatever the seed
+    images = np.tile(np.arange(32, dtype="uint8")[None, None, :, None] * 8, (64, 32, 1, 3))
+    splits = data.load((images, np.arange(64) % 2), preprocess=lambda x: x, validation=0, test_fraction=0,
+                       batch_size=64)  # fmt: skip
+    augmented = next(iter(splits.train))[0].numpy()[:, 4:-4, 4:-4, 0]  # inside the crop's padding
+    assert (np.diff(augmented, axis=-1) >= 0).all()
+    mirrored = data.load((images, np.arange(64) % 2), preprocess=lambda x: x, validation=0, test_fraction=0,
+                         batch_size=64, augment="flip")  # fmt: skip
+    assert (np.diff(next(iter(mirrored.train))[0].numpy()[..., 0], axis=-1) < 0).any()
 
 
 def test_image_folder_with_splits(tmp_path):
@@ -179,3 +193,22 @@ def test_rotation_about_the_centre():
     np.testing.assert_array_equal(_rotation(tf.constant(image), tf.constant(0.0)).numpy(), image)
     quarter = _rotation(tf.constant(image), tf.constant(np.pi / 2, tf.float32)).numpy()
     assert any(np.array_equal(quarter, np.rot90(image, turns)) for turns in (1, 3))
+
+
+def test_validation_can_be_carved_in_whole_groups(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("left", "right"):
+        (tmp_path / name).mkdir()
+        for track in range(6):
+            for frame in range(5):  # five near-identical frames of one object
+                pixels = rng.integers(0, 255, (8, 8, 3), dtype="uint8")
+                Image.fromarray(pixels).save(tmp_path / name / f"{track:05d}_{frame:05d}.png")
+    grouped = data.load(str(tmp_path), validation=10, test_fraction=0, validation_groups="^([0-9]+)_", batch_size=60)
+    source = data.read(str(tmp_path))
+    tracks = np.array([f"{path.split('/')[-2]}/{path.split('/')[-1][:5]}" for path in source.files["train"]])
+    train_tracks = set(tracks[grouped.train_indices])
+    held_out = set(tracks) - train_tracks
+    assert grouped.counts["validation"] == 10 and len(held_out) == 2  # one whole track per class
+    assert grouped.counts["train"] == 50  # no frame of a validation track is trained on
+    with pytest.raises(ValueError, match="does not match the file name"):
+        data.load(str(tmp_path), validation=10, test_fraction=0, validation_groups="^x")
