@@ -12,6 +12,7 @@ Offline, named weights are looked up in the folders of $KERAS_L2T_WEIGHTS_DIR.
 """
 
 import argparse
+import os
 import sys
 
 from keras_l2t import process
@@ -117,6 +118,9 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     )
     parser.add_argument("--baseline", help="compare every strategy with this one (default: the previous one)")
     parser.add_argument("--out", help="output folder (default runs/<preset>)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="decode image folders again instead of using the decoded-image cache"
+    )
     parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
     return parser.parse_args(argv)
 
@@ -128,6 +132,8 @@ def main(argv=None) -> int:
     from keras_l2t.weights import WeightsError, WeightsUnavailableError
 
     args = parse(argv, presets.names(), strategies.names())
+    if args.no_cache:
+        os.environ["KERAS_L2T_CACHE"] = "off"  # keras_l2t.folder_cache
     validation = args.validation
     fields = {
         "dataset": args.dataset,

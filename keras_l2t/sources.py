@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from keras_l2t import folder_cache
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -86,13 +88,16 @@ def read_image(path: str, image_size: int | None = None) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+            if image_size is not None and image.format == "JPEG":
+                image.draft("RGB", (image_size, image_size))  # decode at 1/2, 1/4 or 1/8 scale, still >= size
+            image = image.convert("RGB")
+            if image_size is not None and image.size != (image_size, image_size):
+                # Pillow widens the bilinear filter when it shrinks, so this is antialiased, like
+                # tf.image.resize(antialias=True), without a TensorFlow op per image
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(image)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"Cannot read image {path!r}: {error}") from error
-    if image_size is not None and array.shape[:2] != (image_size, image_size):
-        resized = tf.image.resize(array, (image_size, image_size), antialias=True)
-        array = np.clip(np.round(resized.numpy()), 0, 255).astype("uint8")
-    return array
 
 
 def read_images(paths: list[str], image_size: int | None = None) -> np.ndarray:
@@ -150,24 +155,30 @@ def _same_size(paths: list[str]) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _list_folder(root: str, modified: float) -> tuple[list[str], np.ndarray, tuple, bool]:
+def _list_folder(root: str, modified: float) -> tuple[list[str], np.ndarray, tuple]:
     paths, labels, class_names = list_image_folder(root)
-    return paths, labels, tuple(class_names), _same_size(paths)
+    return paths, labels, tuple(class_names)
 
 
 @functools.lru_cache(maxsize=4)
-def _decode_folder(root: str, image_size: int | None, modified: float) -> np.ndarray:
-    return read_images(_list_folder(root, modified)[0], image_size)
+def _decode_folder(root: str, image_size: int | None, modified: float, use_cache: bool) -> np.ndarray:
+    paths = _list_folder(root, modified)[0]
+
+    def decode() -> np.ndarray:
+        same = _same_size(paths)
+        if not same and image_size is None:
+            raise ValueError(f"Images under {root!r} have different sizes; pass image_size to resize them when read.")
+        return read_images(paths, None if same else image_size)
+
+    return folder_cache.cached(paths, image_size, decode) if use_cache else decode()
 
 
-def _read_folder_split(root: str, image_size: int | None, modified: float) -> tuple[np.ndarray, np.ndarray, tuple]:
-    _, labels, class_names, same = _list_folder(root, modified)
-    if not same and image_size is None:
-        raise ValueError(f"Images under {root!r} have different sizes; pass image_size to resize them when read.")
-    return _decode_folder(root, None if same else image_size, modified), labels, class_names
+def _read_folder_split(root: str, image_size: int | None, modified: float, use_cache: bool):
+    _, labels, class_names = _list_folder(root, modified)
+    return _decode_folder(root, image_size, modified, use_cache), labels, class_names
 
 
-def read_folder(root: str | os.PathLike, image_size: int | None = None) -> Source:
+def read_folder(root: str | os.PathLike, image_size: int | None = None, cache: bool = True) -> Source:
     """Read an image folder: `<root>/<split>/<class>/*` (splits train, validation, test) or `<root>/<class>/*`.
 
     Images that all share one size are kept at it (e.g. CIFAR's 32x32, resized later in the pipeline);
@@ -176,6 +187,8 @@ def read_folder(root: str | os.PathLike, image_size: int | None = None) -> Sourc
     Args:
         root: the folder.
         image_size: the size to decode images of mixed sizes to.
+        cache: keep the decoded images on disk for the next process (`folder_cache`; also off with
+            `KERAS_L2T_CACHE=off`).
 
     Returns:
         A `Source`; a folder without split sub-folders becomes a single "train" split.
@@ -197,7 +210,7 @@ def read_folder(root: str | os.PathLike, image_size: int | None = None) -> Sourc
     splits, class_names, files = {}, None, {}
     for split, split_root in split_roots.items():
         files[split] = list(_list_folder(str(split_root), split_root.stat().st_mtime)[0])
-        images, labels, names = _read_folder_split(str(split_root), image_size, split_root.stat().st_mtime)
+        images, labels, names = _read_folder_split(str(split_root), image_size, split_root.stat().st_mtime, cache)
         if class_names is not None and list(names) != class_names:
             raise ValueError(
                 f"The class folders of {str(split_root)!r} {list(names)} differ from those of the train split "

@@ -1,5 +1,6 @@
 import os
 import shutil
+import tempfile
 import urllib.error
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from keras_l2t import process
 
 process.configure()  # the scripts' setting, before any test module imports TensorFlow (see keras_l2t.process)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# decoded image folders are cached per test session, not in the user's ~/.cache (keras_l2t.folder_cache)
+os.environ.setdefault("KERAS_L2T_CACHE", tempfile.mkdtemp(prefix="keras_l2t_cache_"))
 
 SHARED = Path(os.environ.get("KERAS_L2T_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared")).resolve()
 

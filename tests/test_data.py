@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -187,7 +189,7 @@ def test_real_cats_vs_dogs_folder_for_mobilenet(shared):
 def test_rotation_about_the_centre():
     import tensorflow as tf
 
-    from keras_l2t.data import _rotation
+    from keras_l2t.augment import _rotation
 
     image = np.random.default_rng(0).integers(0, 256, (9, 9, 3)).astype("uint8")
     np.testing.assert_array_equal(_rotation(tf.constant(image), tf.constant(0.0)).numpy(), image)
@@ -212,3 +214,37 @@ def test_validation_can_be_carved_in_whole_groups(tmp_path):
     assert grouped.counts["train"] == 50  # no frame of a validation track is trained on
     with pytest.raises(ValueError, match="does not match the file name"):
         data.load(str(tmp_path), validation=10, test_fraction=0, validation_groups="^x")
+
+
+def test_decoded_folders_are_cached_across_processes(tmp_path, monkeypatch):
+    from keras_l2t import folder_cache
+
+    monkeypatch.setenv("KERAS_L2T_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for index in range(3):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(np.full((5 + index, 6, 3), index, "uint8")).save(paths[-1])
+    decoded = []
+
+    def decode():
+        decoded.append(1)
+        return sources.read_images(paths, 4)
+
+    first = folder_cache.cached(paths, 4, decode)
+    again = folder_cache.cached(paths, 4, decode)  # a new process finds the same entry
+    np.testing.assert_array_equal(first, again)
+    assert len(decoded) == 1 and first.shape == (3, 4, 4, 3)
+    os.utime(paths[0], ns=(1, 1))  # a changed file: a new entry
+    folder_cache.cached(paths, 4, decode)
+    folder_cache.cached(paths, 8, decode)  # another size: another entry
+    assert len(decoded) == 3 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    monkeypatch.setenv("KERAS_L2T_CACHE", "off")
+    folder_cache.cached(paths, 4, decode)
+    assert len(decoded) == 4
+
+
+def test_mixed_sizes_are_resized_when_read_without_tensorflow_ops(tmp_path):
+    Image.fromarray(np.full((40, 60, 3), 200, "uint8")).save(tmp_path / "a.jpg")
+    Image.fromarray(np.full((9, 7, 3), 100, "uint8")).save(tmp_path / "b.png")
+    images = sources.read_images([str(tmp_path / "a.jpg"), str(tmp_path / "b.png")], 8)
+    assert images.shape == (2, 8, 8, 3) and abs(int(images[0].mean()) - 200) <= 2 and int(images[1].mean()) == 100
