@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import shutil
 import time
 
 import keras
+import numpy as np
 
 from keras_l2t import backbones, data, inference, strategies
 from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, RunBackup
@@ -189,7 +191,7 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         result["diverged_epoch"] = result["diverged_epoch"] or (diverged and diverged + result["epochs_run"])
         result["epochs_run"] += fine_tuned["epochs_run"]
         result["best_epoch"] += config.epochs
-    result["test_accuracy"] = _test_accuracy(model, splits)
+    result.update(_test_results(config, model, splits))
     if config.keep_model:
         _keep(config, model, splits, result)
     result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
@@ -218,6 +220,25 @@ def _keep(config: RunConfig, model: keras.Model, splits: data.Data, result: dict
         run=config.name,
         **{key: result.get(key) for key in ("best_epoch", "validation_accuracy", "test_accuracy")},
     )
+
+
+def _test_results(config: RunConfig, model: keras.Model, splits: data.Data) -> dict:
+    """Test accuracy, per-class accuracy (JSON, by class name) and the confusion matrix, from one pass."""
+    if splits.test is None:
+        return {"test_accuracy": None, "per_class_accuracy": None}
+    classes = splits.num_classes
+    confusion = np.zeros((classes, classes), "int64")  # rows: true class, columns: predicted class
+    for images, labels in splits.test:
+        predicted = np.asarray(model.predict_on_batch(images)).argmax(axis=1)
+        np.add.at(confusion, (labels.numpy(), predicted), 1)
+    os.makedirs(os.path.dirname(config.paths.confusion), exist_ok=True)
+    with open(config.paths.confusion, "w") as file:
+        json.dump({"class_names": splits.class_names, "confusion": confusion.tolist()}, file)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "test_accuracy": float(confusion.trace() / confusion.sum()),
+        "per_class_accuracy": json.dumps(dict(zip(splits.class_names, np.round(per_class, 4).tolist(), strict=True))),
+    }
 
 
 def _test_accuracy(model: keras.Model, splits: data.Data) -> float | None:

@@ -6,6 +6,7 @@
     <out>/history/<run><phase>.csv          per-epoch history
     <out>/backup/<run>/<train|fine_tune>/   the backup of a run in progress (removed when its row is safe)
     <out>/models/<run>.keras                the run's validation-best model, with its metadata (`inference`)
+    <out>/confusion/<run>.json              its confusion matrix on the test set (rows: true class)
 
 `<phase>` is "" for a run's (first) training phase and "-fine_tune" for the two-phase recipe's second.
 """
@@ -49,6 +50,11 @@ class GridPaths:
     def learning_curves_plot(self) -> str:
         """Every run's learning curves."""
         return os.path.join(self.out, "learning_curves.png")
+
+    @property
+    def confusion_plot(self) -> str:
+        """The confusion matrix of the run validation picks."""
+        return os.path.join(self.out, "confusion_matrix.png")
 
     @property
     def tensorboard(self) -> str:
@@ -95,6 +101,11 @@ class RunPaths:
     def model(self) -> str:
         """The run's kept model."""
         return os.path.join(self.out, "models", self.name + ".keras")
+
+    @property
+    def confusion(self) -> str:
+        """The run's test confusion matrix (JSON: class names, counts; rows are true classes)."""
+        return os.path.join(self.out, "confusion", self.name + ".json")
 
     @property
     def backup_root(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -49,14 +50,82 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
         )
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
+    text += _per_class_section(results, order)
     text += _meta_drift_section(results, paths)
     text += _models_section(results, paths)
+    text += _confusion_section(results, paths)
     with open(paths.summary, "w") as file:
         file.write(text)
     if len(results):
         stats.plot_accuracy_vs_samples(results, paths.accuracy_plot, order)
         stats.plot_learning_curves(results, paths.history, paths.learning_curves_plot, order)
     return text
+
+
+def per_class_table(results: pd.DataFrame, order=None) -> str:
+    """Markdown: mean test accuracy of each class per strategy and N, the last (minority) class first."""
+    rows = results[results["per_class_accuracy"].notna()] if "per_class_accuracy" in results else results.iloc[:0]
+    if not len(rows):
+        return ""
+    parsed = [json.loads(text) for text in rows["per_class_accuracy"]]
+    names = list(parsed[0])
+    names = names[-1:] + names[:-1]  # the imbalanced protocol shrinks the last class
+    table = pd.DataFrame(parsed, index=rows.index)[names]
+    table["strategy"], table["samples_per_class"] = rows["strategy"], rows["samples_per_class"]
+    lines = ["| method | N | runs | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
+    for (method, samples), group in table.groupby(["strategy", "samples_per_class"], sort=False):
+        if order and method not in order:
+            continue
+        means = " | ".join(stats._percent(group[name].mean()) for name in names)
+        lines.append(f"| {method} | {samples} | {len(group)} | {means} |")
+    return "\n".join(lines)
+
+
+def _per_class_section(results: pd.DataFrame, order) -> str:
+    imbalanced = results[results["imbalanced"].astype(bool)] if "imbalanced" in results else results.iloc[:0]
+    table = per_class_table(imbalanced, order)
+    if not table:
+        return ""
+    return "\n## Test accuracy per class (imbalanced runs; the minority class first, %)\n\n" + table + "\n"
+
+
+def _confusion_section(results: pd.DataFrame, paths: GridPaths) -> str:
+    picked = picked_runs(results)
+    if not len(picked):
+        return ""
+    best = picked.loc[picked["validation_accuracy"].astype(float).fillna(-1).idxmax()]
+    source = paths.run(best["run"]).confusion
+    if not os.path.exists(source):
+        return ""
+    with open(source) as file:
+        matrix = json.load(file)
+    title = f"{best['strategy']}, N = {best['samples_per_class']}, seed {best['seed']}"
+    plot_confusion(matrix["confusion"], matrix["class_names"], paths.confusion_plot, title=title)
+    return f"\n![test confusion matrix of {best['run']}](confusion_matrix.png)\n"
+
+
+def plot_confusion(confusion, class_names, path: str, title: str = ""):
+    """A confusion matrix PNG: rows are true classes, columns predictions, each row as shares of its class."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(confusion, float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.5 * len(class_names)
+    figure = Figure(figsize=(size + 1.5, size), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(counts):
+        colour = "white" if shares[row, column] > 0.5 else "black"
+        axis.text(column, row, f"{int(count)}", ha="center", va="center", fontsize=7, color=colour)
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(ticks, class_names, fontsize=8)
+    axis.set(xlabel="predicted", ylabel="true class", title=f"test confusion (row shares)\n{title}"[:120])
+    axis.title.set_fontsize(8)
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    figure.savefig(path, dpi=110)
+    return figure
 
 
 def _models_section(results: pd.DataFrame, paths: GridPaths) -> str:

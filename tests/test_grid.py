@@ -1,4 +1,5 @@
 import importlib.util
+import json
 from pathlib import Path
 
 import keras
@@ -187,3 +188,29 @@ def test_app_passes_the_family_of_scratch_to_the_grid(monkeypatch):
     assert calls[0][0] == "thesis" and calls[0][1]["family"] == "classic"
     assert module.main(["--dataset", "x", "--strategies", "scratch"]) == 0
     assert "family" not in calls[1][1]  # the grid decides
+
+
+def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):
+    root = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 14), ("test", 4)):
+        for label, name in enumerate(("ant", "bee", "cow")):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
+                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
+    out = tmp_path / "out"
+    results, text = grid.compare(
+        None, out=str(out), dataset=str(root), strategy_names=["scratch"], samples_per_class=[10], imbalanced=True,
+        backbone="lenet5", weights=None, epochs=2, batch_size=8, validation=3, quiet=True, echo=lambda line: None,
+    )  # fmt: skip
+    per_class = json.loads(results["per_class_accuracy"][0])
+    assert list(per_class) == ["ant", "bee", "cow"]
+    confusion = json.loads((out / "confusion" / f"{results['run'][0]}.json").read_text())
+    counts = np.array(confusion["confusion"])
+    assert counts.sum() == 12 and counts.sum(axis=1).tolist() == [4, 4, 4]  # rows: the true classes
+    assert counts.trace() / 12 == pytest.approx(results["test_accuracy"][0])
+    assert [per_class[name] for name in ("ant", "bee", "cow")] == pytest.approx(np.diag(counts) / 4, abs=1e-4)
+    assert "## Test accuracy per class (imbalanced runs; the minority class first" in text
+    assert "| method | N | runs | cow | ant | bee |" in text  # the shrunk last class first
+    assert (out / "confusion_matrix.png").stat().st_size > 5_000 and "confusion_matrix.png" in text
