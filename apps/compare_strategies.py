@@ -95,6 +95,9 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
         type=positive,
         help="two-phase recipe: after --epochs, unfreeze the whole backbone and train this many more epochs",
     )
+    parser.add_argument(
+        "--meta-every", type=positive, help="L2T methods: the meta step every k iterations (default 1, the reference)"
+    )
     parser.add_argument("--fine-tune-learning-rate", type=rate, help="the second phase's rate (default 1e-5)")
     parser.add_argument("--validation", type=split, help="validation split: a fraction, or a count if >= 1")
     parser.add_argument(
@@ -151,6 +154,7 @@ def main(argv=None) -> int:
         "image_size": args.image_size,
         "learning_rate": args.learning_rate,
         "fine_tune_epochs": args.fine_tune_epochs,
+        "meta_every": args.meta_every,
         "fine_tune_learning_rate": args.fine_tune_learning_rate,
         "validation": validation,
         "augment": args.augment,

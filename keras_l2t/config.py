@@ -14,7 +14,7 @@ __all__ = ["ALL_SAMPLES", "RunConfig", "parse_samples", "samples_label"]
 
 _LEAST = {
     "epochs": 1, "batch_size": 1, "backup_every": 1, "seed": 0, "fine_tune_epochs": 0, "last_blocks": 1,
-    "samples_per_class": 1, "image_size": 1, "patience": 1,
+    "samples_per_class": 1, "image_size": 1, "patience": 1, "meta_every": 1,
 }  # fmt: skip
 _OPTIONAL = ("samples_per_class", "image_size", "patience")
 _NOT_IN_KEY = ("out", "verbose", "backup_every", "keep_model")  # where and how a run is kept, not what it is
@@ -61,6 +61,7 @@ class RunConfig:
         learning_rate: None for the strategy's default.
         last_blocks: blocks trained by `fine_tune_last`.
         patience: early-stopping patience on validation accuracy; None trains every epoch.
+        meta_every: L2T methods: the meta step every this many iterations (1, the reference, by default).
         fine_tune_epochs: two-phase recipe: after `epochs`, unfreeze the whole backbone for this many more.
         fine_tune_learning_rate: the rate of that second phase.
         out: the output folder.
@@ -94,6 +95,7 @@ class RunConfig:
     learning_rate: float | None = None
     last_blocks: int = 2
     patience: int | None = None
+    meta_every: int = 1
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
     out: str = "runs"

@@ -91,6 +91,7 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
         source=config.source,
         source_weights=config.source_weights,
         target=config.target,
+        **({"meta_every": config.meta_every} if config.resolved.meta else {}),
     )
 
 

@@ -75,6 +75,8 @@ class L2TModel(keras.Model):
         source_taps: source layer names; default the last tap of each resolution of the source's spec.
         target_taps: target layer names; default the target spec's taps.
         meta_weight_decay: coupled weight decay of the meta optimizer.
+        meta_every: take the meta step every this many iterations (1, the reference, every iteration; k > 1
+            costs about (real step + meta step / k) per iteration, and makes k times fewer meta updates).
         name: the model's name.
 
     """
@@ -91,12 +93,16 @@ class L2TModel(keras.Model):
         source_taps=None,
         target_taps=None,
         meta_weight_decay: float = 1e-4,
+        meta_every: int = 1,
         name: str = "l2t",
     ):
         super().__init__(name=name)
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
         self.method, self.beta, self.inner_steps, self.meta_weight_decay = method, beta, inner_steps, meta_weight_decay
+        if not (isinstance(meta_every, int) and meta_every >= 1):
+            raise ValueError(f"meta_every must be a whole number of at least 1, got {meta_every!r}.")
+        self.meta_every = meta_every
         source.trainable = False
         self.source, self.target = source, target
         if source_taps is None:
@@ -292,16 +298,26 @@ class L2TModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, self.theta, strict=True))
         for variable, value in zip(self.target_features.non_trainable_variables, statistics, strict=True):
             variable.assign(value)  # BatchNorm statistics move once per step, never in the look-ahead
-        meta_loss = tf.constant(0.0, loss.dtype)
+        meta_loss, meta_ran = tf.constant(0.0, loss.dtype), tf.constant(0.0, loss.dtype)
         if self.method in META_METHODS:  # 2. the meta step on phi, from the updated theta
-            meta_loss, meta_gradients = self.meta_gradients(inputs, labels, source_maps)
-            meta_gradients = [g + self.meta_weight_decay * p for g, p in zip(meta_gradients, self.phi, strict=True)]
-            self.meta_optimizer.apply_gradients(zip(meta_gradients, self.phi, strict=True))
-        values = {"loss": loss, "ce": cross_entropy, "matching": matching_loss, "meta_loss": meta_loss}
+            if self.meta_every == 1:
+                meta_loss, meta_ran = self._meta_step(inputs, labels, source_maps), tf.constant(1.0, loss.dtype)
+            else:  # every k-th iteration (the first included)
+                due = tf.equal((self.optimizer.iterations - 1) % self.meta_every, 0)
+                meta_loss = tf.cond(due, lambda: self._meta_step(inputs, labels, source_maps), lambda: meta_loss)
+                meta_ran = tf.cast(due, loss.dtype)
+        values = {"loss": loss, "ce": cross_entropy, "matching": matching_loss}
         for key, value in values.items():
             self.trackers[key].update_state(value)
+        self.trackers["meta_loss"].update_state(meta_loss, sample_weight=meta_ran)  # steps that ran it only
         self.accuracy.update_state(labels, logits)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    def _meta_step(self, inputs, labels, source_maps):
+        meta_loss, meta_gradients = self.meta_gradients(inputs, labels, source_maps)
+        meta_gradients = [g + self.meta_weight_decay * p for g, p in zip(meta_gradients, self.phi, strict=True)]
+        self.meta_optimizer.apply_gradients(zip(meta_gradients, self.phi, strict=True))
+        return meta_loss
 
     def test_step(self, data):
         inputs, labels = data[0], data[1]

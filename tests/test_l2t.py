@@ -276,3 +276,18 @@ def test_a_run_backup_restores_target_meta_networks_and_both_optimizers(method, 
     history = resumed.fit(inputs, labels, batch_size=3, epochs=3, verbose=0, callbacks=[RunBackup(str(tmp_path))])
     assert len(history.history["loss"]) == 1  # epochs 1 and 2 came from the backup
     assert int(resumed.optimizer.iterations) == int(resumed.meta_optimizer.iterations) == 6
+
+
+def test_meta_every_k_takes_the_meta_step_on_every_kth_iteration():
+    keras.utils.set_random_seed(9)
+    model = tiny_model("l2t_ww", meta_every=3)
+    model.compile()
+    x, y = batch()
+    moved = []
+    for _ in range(5):
+        before = [v.numpy().copy() for v in model.phi]
+        model.fit(x, y, batch_size=6, epochs=1, verbose=0)  # one iteration, under the compiled train_step
+        moved.append(any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.phi, strict=True)))
+    assert moved == [True, False, False, True, False] and int(model.meta_optimizer.iterations) == 2
+    with pytest.raises(ValueError, match="meta_every must be"):
+        tiny_model("l2t_ww", meta_every=0)
