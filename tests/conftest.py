@@ -56,3 +56,18 @@ def linked_subset(source: Path, target: Path, per_class: int) -> str:
         for image in sorted(folder.iterdir())[:per_class]:
             (destination / image.name).symlink_to(image)
     return str(target)
+
+
+def tiny_image_folder(root: Path, classes=("ant", "bee", "cow"), train: int = 12, test: int = 4, seed: int = 0) -> str:
+    """A `<root>/{train,test}/<class>/*.png` folder of 32x32 images whose brightness tells the class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
+                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
+    return str(root)

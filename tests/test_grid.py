@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from conftest import tiny_image_folder
 
 from keras_l2t import experiment, grid
 from keras_l2t.callbacks import read_scalars
@@ -23,15 +23,7 @@ def app():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 12), ("test", 4)):
-        for label, name in enumerate(("ant", "bee", "cow")):
-            (root / split / name).mkdir(parents=True)
-            for index in range(count):
-                pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
-                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
-    return str(root)
+    return tiny_image_folder(tmp_path_factory.mktemp("tiny"))
 
 
 SETTINGS = {"epochs": 2, "batch_size": 8, "validation": 3, "source_weights": None}
@@ -191,17 +183,10 @@ def test_app_passes_the_family_of_scratch_to_the_grid(monkeypatch):
 
 
 def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):
-    root = tmp_path / "data"
-    rng = np.random.default_rng(1)
-    for split, count in (("train", 14), ("test", 4)):
-        for label, name in enumerate(("ant", "bee", "cow")):
-            (root / split / name).mkdir(parents=True)
-            for index in range(count):
-                pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
-                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
+    root = tiny_image_folder(tmp_path / "data", train=14, seed=1)
     out = tmp_path / "out"
     results, text = grid.compare(
-        None, out=str(out), dataset=str(root), strategy_names=["scratch"], samples_per_class=[10], imbalanced=True,
+        None, out=str(out), dataset=root, strategy_names=["scratch"], samples_per_class=[10], imbalanced=True,
         backbone="lenet5", weights=None, epochs=2, batch_size=8, validation=3, quiet=True, echo=lambda line: None,
     )  # fmt: skip
     per_class = json.loads(results["per_class_accuracy"][0])

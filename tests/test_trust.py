@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import tiny_image_folder
 from PIL import Image
 
 from keras_l2t import data, grid, results, sources
@@ -83,15 +84,7 @@ def test_a_second_process_on_the_same_out_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 10), ("test", 4)):
-        for label, name in enumerate(("ant", "bee")):
-            (root / split / name).mkdir(parents=True)
-            for index in range(count):
-                pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
-                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
-    return str(root)
+    return tiny_image_folder(tmp_path_factory.mktemp("tiny"), classes=("ant", "bee"), train=10)
 
 
 TINY = {"backbone": "lenet5", "weights": None, "epochs": 2, "batch_size": 4, "validation": 2, "quiet": True}
