@@ -44,7 +44,7 @@ def save_model(model: keras.Model, path: str, *, class_names, image_size: int, n
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if getattr(model, "optimizer", None) is not None:  # the weights, not the training state (a third the size)
-        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, not compiled
+        model = keras.Model(model.input, model.output, name=model.name)  # the same layers, not compiled
     model.save(path)
     metadata = {"class_names": list(class_names), "image_size": int(image_size), "network": network, **details}
     with zipfile.ZipFile(path, "a") as archive:
