@@ -149,7 +149,9 @@ class RunConfig:
         """The SHA-1 (all 40 hex digits) of every field that changes the result (not `out`, `verbose`, `backup_every`).
 
         Finished runs are matched by it, so it is never shortened: two configs of a grid share a key only if
-        they are the same run. (Keys of 6 digits, as written before, are recognised by `results.read_results`.)
+        they are the same run. Rows of results files written before (6-digit keys, and configs without the
+        augment, validation_groups and meta_every fields, whose defaults changed what a run does) are not
+        matched: their runs are redone.
         """
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()

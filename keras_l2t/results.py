@@ -119,20 +119,7 @@ def _verified(row: list[str], header: list[str]) -> dict:
             record[column] = _number(record[column], column, column in _REQUIRED_NUMBERS)
     record["imbalanced"] = record.get("imbalanced") == "True"
     record["samples_per_class"] = samples_label(parse_samples(record.get("samples_per_class") or None))
-    record["key"] = _full_key(record["key"], config)
     return record
-
-
-def _full_key(key: str, config: dict) -> str:
-    """A row's key; a 6-digit key of an older keras_l2t becomes the full key of its config when they agree."""
-    if len(key) == 40:
-        return key
-    fields = {field.name for field in dataclasses.fields(RunConfig)}
-    try:
-        full = RunConfig(**{name: value for name, value in config.items() if name in fields}).key
-    except (TypeError, ValueError):
-        return key
-    return full if full.startswith(key) else key
 
 
 def _read_rows(path: str) -> tuple[list[dict], list[tuple[int, str, str]]]:
