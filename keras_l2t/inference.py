@@ -83,11 +83,7 @@ def _image_files(inputs) -> list[str]:
     for item in inputs:
         item = Path(item).expanduser()
         if item.is_dir():
-            files += sorted(
-                str(path)
-                for path in item.rglob("*")
-                if path.suffix.lower() in sources.IMAGE_SUFFIXES and not path.name.startswith(".")
-            )
+            files += sorted(str(path) for path in item.rglob("*") if sources.is_image_file(path))
         elif item.is_file():
             files.append(str(item))
         else:
@@ -257,20 +253,16 @@ def resolve_model(path: str) -> str:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--model {path} is neither a model file nor an output folder.")
     from keras_l2t.paths import GridPaths
-    from keras_l2t.report import picked_runs
+    from keras_l2t.report import best_run
     from keras_l2t.results import read_results
 
     paths = GridPaths(path)
-    picked = picked_runs(read_results(path))
-    kept = [row for row in picked.itertuples() if os.path.exists(paths.run(row.run).model)]
-    if not kept:
+    best = best_run(read_results(path), keep=lambda run: os.path.exists(paths.run(run).model))
+    if best is None:
         raise FileNotFoundError(
             f"{path} holds no kept models ({paths.models}); run the comparison with --keep-models best or all."
         )
-    best = max(
-        kept, key=lambda row: -1.0 if row.validation_accuracy != row.validation_accuracy else row.validation_accuracy
-    )
-    return paths.run(best.run).model
+    return paths.run(best["run"]).model
 
 
 def export_file(model_path: str, target: str, *, int8: bool = False, calibration: str | None = None) -> str:

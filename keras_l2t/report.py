@@ -10,7 +10,7 @@ import pandas as pd
 from keras_l2t import stats, strategies
 from keras_l2t.paths import GridPaths
 
-__all__ = ["picked_runs", "report"]
+__all__ = ["best_run", "picked_runs", "report"]
 
 
 def picked_runs(results: pd.DataFrame) -> pd.DataFrame:
@@ -90,13 +90,10 @@ def _per_class_section(results: pd.DataFrame, order) -> str:
 
 
 def _confusion_section(results: pd.DataFrame, paths: GridPaths) -> str:
-    picked = picked_runs(results)
-    if not len(picked):
+    best = best_run(results, keep=lambda run: os.path.exists(paths.run(run).confusion))
+    if best is None:
         return ""
-    best = picked.loc[picked["validation_accuracy"].astype(float).fillna(-1).idxmax()]
     source = paths.run(best["run"]).confusion
-    if not os.path.exists(source):
-        return ""
     with open(source) as file:
         matrix = json.load(file)
     title = f"{best['strategy']}, N = {best['samples_per_class']}, seed {best['seed']}"
@@ -126,6 +123,18 @@ def plot_confusion(confusion, class_names, path: str, title: str = ""):
     figure.colorbar(image, ax=axis, shrink=0.8)
     figure.savefig(path, dpi=110)
     return figure
+
+
+def best_run(results: pd.DataFrame, keep=lambda run: True):
+    """The run validation picks overall: the highest validation accuracy (first on a tie) among `picked_runs`.
+
+    Only runs whose name `keep` accepts count (e.g. those whose model was kept); None when none is left.
+    """
+    picked = picked_runs(results)
+    picked = picked.loc[[bool(keep(run)) for run in picked["run"]]] if len(picked) else picked
+    if not len(picked):
+        return None
+    return picked.loc[picked["validation_accuracy"].astype(float).fillna(-1.0).idxmax()]
 
 
 def _models_section(results: pd.DataFrame, paths: GridPaths) -> str:

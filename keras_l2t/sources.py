@@ -40,6 +40,14 @@ class Source:
     files: dict[str, list[str]] | None = None
 
 
+def is_image_file(path: Path) -> bool:
+    """An image file by its suffix, not hidden.
+
+    Hidden files (macOS "._name.jpg" resource forks, ".DS_Store") are skipped, as image-folder readers usually do.
+    """
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def list_image_folder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
     """List the images of a `<root>/<class>/*` folder.
 
@@ -61,10 +69,7 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, l
         raise ValueError(f"Image folder {str(root)!r} has no class sub-folders; expected <root>/<class>/<image> files.")
     paths, labels = [], []
     for label, name in enumerate(class_names):
-        # hidden files (macOS "._name.jpg" resource forks, ".DS_Store") are skipped, as image-folder readers do
-        files = sorted(
-            str(f) for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
-        )
+        files = sorted(str(f) for f in (root / name).iterdir() if is_image_file(f))
         if not files:
             raise ValueError(f"Class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
         paths += files

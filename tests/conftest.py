@@ -71,3 +71,14 @@ def tiny_image_folder(root: Path, classes=("ant", "bee", "cow"), train: int = 12
                 pixels = rng.integers(0, 80, (32, 32, 3)) + 80 * label
                 Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{index}.png")
     return str(root)
+
+
+def load_app(name: str = "compare_strategies"):
+    """Import `apps/<name>.py` as a module (the apps are scripts, not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "apps" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

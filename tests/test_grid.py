@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -6,19 +5,10 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_image_folder
+from conftest import load_app, tiny_image_folder
 
 from keras_l2t import experiment, grid
 from keras_l2t.callbacks import read_scalars
-
-APP = Path(__file__).resolve().parents[1] / "apps" / "compare_strategies.py"
-
-
-def app():
-    spec = importlib.util.spec_from_file_location("compare_strategies", APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +150,7 @@ def test_accuracy_plot_shows_every_run_beside_the_mean(tmp_path):
 
 
 def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
-    module = app()
+    module = load_app()
     assert module.main(["--dataset", folder, "--strategies", "l2t_wwww", "--out", str(tmp_path)]) == 2
     assert "Registered strategies" in capsys.readouterr().err
     assert module.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
@@ -173,7 +163,7 @@ def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
 
 
 def test_app_passes_the_family_of_scratch_to_the_grid(monkeypatch):
-    module = app()
+    module = load_app()
     calls = []
     monkeypatch.setattr(grid, "compare", lambda preset, **options: calls.append((preset, options)))
     assert module.main(["--dataset", "x", "--preset", "thesis", "--strategies", "scratch", "--family", "classic"]) == 0

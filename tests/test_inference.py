@@ -1,22 +1,12 @@
 """Keep, predict, export (issue 18): a model trained through the app classifies new photos, its TFLite twin agrees."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import linked_subset
+from conftest import linked_subset, load_app
 
 from keras_l2t import inference
-
-APPS = Path(__file__).resolve().parents[1] / "apps"
-
-
-def app(name: str):
-    spec = importlib.util.spec_from_file_location(name, APPS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +20,7 @@ def trained(shared, tmp_path_factory):
         weights, "--image-size", "128", "--epochs", "5", "--batch-size", "16", "--learning-rate", "0.003",
         "--fine-tune-epochs", "1", "--out", str(root / "out"), "--quiet", "--validation", "20",
     ]  # fmt: skip
-    assert app("compare_strategies").main(arguments) == 0
+    assert load_app("compare_strategies").main(arguments) == 0
     return root / "out"
 
 
@@ -44,7 +34,7 @@ def test_the_app_keeps_the_model_it_picks_with_what_it_needs(trained):
 
 def test_predict_names_the_right_class_of_new_photos(trained, shared, tmp_path, capsys):
     photos = [str(shared / "data/photos/cat.png"), str(shared / "data/photos/dog.png")]
-    assert app("predict").main(["--model", str(trained), *photos, "--top-k", "2", "--out", str(tmp_path)]) == 0
+    assert load_app("predict").main(["--model", str(trained), *photos, "--top-k", "2", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "cat.png  cat" in printed and "dog.png  dog" in printed
     rows = (tmp_path / "predictions.csv").read_text().splitlines()

@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import tiny_image_folder
+from conftest import load_app, tiny_image_folder
 from PIL import Image
 
 from keras_l2t import data, grid, results, sources
@@ -201,17 +201,6 @@ def test_a_corrupt_backup_is_discarded_with_a_message(tmp_path, capsys, damage):
 # 9. every numeric option is checked before any work
 
 
-def app():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "apps" / "compare_strategies.py"
-    spec = importlib.util.spec_from_file_location("compare_strategies", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
@@ -222,7 +211,7 @@ def app():
 )  # fmt: skip
 def test_bad_numbers_name_their_flag_before_any_work(flag, value, capsys, tmp_path):
     with pytest.raises(SystemExit) as stopped:
-        app().main(["--dataset", "nowhere", "--out", str(tmp_path / "out"), flag, value])
+        load_app().main(["--dataset", "nowhere", "--out", str(tmp_path / "out"), flag, value])
     assert stopped.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -235,9 +224,9 @@ def test_bad_config_values_and_output_folders_fail_first(folder, tmp_path, capsy
     a_file = tmp_path / "file"
     a_file.write_text("")
     arguments = ["--dataset", folder, *APP_ARGUMENTS]
-    assert app().main([*arguments, "--out", str(a_file)]) == 2
+    assert load_app().main([*arguments, "--out", str(a_file)]) == 2
     assert "is a file" in capsys.readouterr().err
-    assert app().main([*arguments, "--out", str(tmp_path / "v"), "--validation", "0.01"]) == 2
+    assert load_app().main([*arguments, "--out", str(tmp_path / "v"), "--validation", "0.01"]) == 2
     assert "leaves a class with no images" in capsys.readouterr().err
     assert not (tmp_path / "v" / "results.csv").exists()
 
