@@ -6,8 +6,9 @@
 
 Results go to --out: results.csv (one row per finished run; re-running skips them), summary.md (mean +- std,
 Mann-Whitney U p-values), accuracy_vs_samples.png, learning_curves.png, history/ and tb/ (TensorBoard:
-`tensorboard --logdir <out>/tb`). Presets: course (the four classic strategies, full training set), thesis
-(scratch, UFM, L2T-ww, L2T-www at N = 10..150, 200 epochs, 30 seeds: for a GPU), quick (a CPU-sized thesis).
+`tensorboard --logdir <out>/tb`). Presets: quick (the default: both families at small N, 30 minutes on 2 CPU
+cores), course (the four classic strategies, full training set), thesis (scratch, UFM, L2T-ww, L2T-www at
+N = 10..150, 200 epochs, 30 seeds: for a GPU), none (every classic strategy with the run defaults).
 Offline, named weights are looked up in the folders of $KERAS_L2T_WEIGHTS_DIR.
 """
 
@@ -71,7 +72,13 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="a TFDS name (cifar10, ...) or an image folder")
     parser.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR)")
     parser.add_argument("--download", action="store_true", help="let TFDS download the dataset")
-    parser.add_argument("--preset", choices=sorted(preset_names), help="a starting grid; any option overrides it")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(preset_names) + ["none"],
+        default="quick",
+        help="a starting grid; any option overrides it (default quick; none: every classic strategy with the "
+        "run defaults, on the whole training set)",
+    )
     parser.add_argument("--strategies", type=comma_list, help="comma list of: " + ", ".join(strategy_names))
     parser.add_argument("--backbone", help="backbone of the classic strategies")
     parser.add_argument("--weights", help="its weights: imagenet (or another named set), a file, or none")
@@ -112,6 +119,11 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
         "mirror), none, or a comma list of crop, flip, rotation (flip only where a mirror image keeps its class)",
     )
     parser.add_argument("--patience", type=positive, help="early-stopping patience (default: train every epoch)")
+    parser.add_argument(
+        "--validate-every",
+        type=positive,
+        help="validate every k epochs (and at the first and last); the early-stop point is the best validated one",
+    )
     parser.add_argument("--backup-every", type=positive, help="back each run up every this many epochs (default 1)")
     parser.add_argument(
         "--keep-models",
@@ -160,13 +172,14 @@ def main(argv=None) -> int:
         "augment": args.augment,
         "validation_groups": args.validation_groups,
         "patience": args.patience,
+        "validate_every": args.validate_every,
         "backup_every": args.backup_every,
     }
     fields = {key: (None if value == "none" else value) for key, value in fields.items() if value is not None}
     try:
         grid.compare(
-            args.preset,
-            out=args.out or f"runs/{args.preset or 'compare'}",
+            None if args.preset == "none" else args.preset,
+            out=args.out or f"runs/{'compare' if args.preset == 'none' else args.preset}",
             strategy_names=args.strategies,
             samples_per_class=args.samples_per_class,
             seeds=args.seeds,

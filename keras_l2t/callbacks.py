@@ -89,6 +89,38 @@ def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
+class PeriodicValidation(keras.callbacks.Callback):
+    """Validate every `every` epochs (and at the first and last epoch of a `fit`), adding `val_*` to the logs.
+
+    Replaces `fit(validation_data=...)`, which validates every epoch: on a small training set one validation pass
+    costs more than the epoch's training steps. Put it first in `fit`'s callbacks, so that the others (the
+    `EarlyStopPoint`, TensorBoard, the CSV history) see the `val_*` values of the epochs it validates; the other
+    epochs have none (the CSV history writes NA). The early-stop point is then exact at that resolution: the
+    best validated epoch, whose weights are restored.
+
+    Args:
+        validation: the batched validation data.
+        every: validate after every this many epochs.
+    """
+
+    def __init__(self, validation, every: int = 1):
+        super().__init__()
+        self.validation, self.every = validation, every
+        self._first = None
+
+    def validates(self, epoch: int) -> bool:
+        """Whether 0-based `epoch` is validated."""
+        return epoch == self._first or (epoch + 1) % self.every == 0 or epoch + 1 == self.params["epochs"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first = epoch if self._first is None else self._first
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.validates(epoch):
+            values = self.model.evaluate(self.validation, verbose=0, return_dict=True)
+            logs.update({f"val_{name}": float(value) for name, value in values.items()})
+
+
 class EarlyStopPoint(keras.callbacks.EarlyStopping):
     """Early stopping on a validation metric that records the best epoch (the early-stop point).
 
@@ -99,7 +131,8 @@ class EarlyStopPoint(keras.callbacks.EarlyStopping):
     Args:
         log_dir: the run's TensorBoard directory; None writes nothing.
         monitor: the metric, e.g. "val_accuracy" (maximised) or "val_loss" (minimised).
-        patience: epochs without improvement before stopping; None to train to the end.
+        patience: validations without improvement before stopping (epochs, when every epoch is validated);
+            None to train to the end.
         restore_best_weights: leave the model at its best epoch when training ends.
 
     """
@@ -131,8 +164,10 @@ class EarlyStopPoint(keras.callbacks.EarlyStopping):
         self._writer.flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not logs or self.monitor not in logs:
+            return  # an epoch `PeriodicValidation` does not validate: patience counts validations
         super().on_epoch_end(epoch, logs)
-        if self.best is not None and logs and self.monitor in logs:
+        if self.best is not None:
             self._write(tf.summary.scalar, "early_stop/best_epoch", self.best_epoch + 1, step=epoch)
             self._write(tf.summary.scalar, f"early_stop/best_{self.monitor}", float(self.best), step=epoch)
 
@@ -177,11 +212,13 @@ class RunBackup(keras.callbacks.Callback):
         backup_dir: the run's backup folder (deleted by the caller when the run's results are safe).
         early_stop: the run's `EarlyStopPoint`, if any.
         every: save every this many epochs (and at the last one).
+        seconds: and no sooner than this many seconds after the previous save (a save of vgg9 with its optimizer
+            state takes about 1 s here, more than one of its epochs at N = 10).
     """
 
-    def __init__(self, backup_dir: str, early_stop: EarlyStopPoint | None = None, every: int = 1):
+    def __init__(self, backup_dir: str, early_stop: EarlyStopPoint | None = None, every: int = 1, seconds: float = 0.0):
         super().__init__()
-        self.backup_dir, self.early_stop, self.every = backup_dir, early_stop, every
+        self.backup_dir, self.early_stop, self.every, self.seconds = backup_dir, early_stop, every, seconds
         self.state_file = os.path.join(backup_dir, "state.json")
         self.restored_seconds = 0.0  # training time of the earlier attempts, up to their last backup
         self._started = time.time()
@@ -225,6 +262,7 @@ class RunBackup(keras.callbacks.Callback):
         keras_internals.set_initial_epoch(self.model, None)  # never carry one over from an earlier fit
         self._remove_unreferenced(state)
         self._started, self.restored_seconds = time.time(), 0.0
+        self._saved_at = self._started
         if state is None:
             return
         self.restored_seconds = state.get("seconds", 0.0)
@@ -251,8 +289,10 @@ class RunBackup(keras.callbacks.Callback):
                 early_stop.best_weights = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.params["epochs"] or self.model.stop_training:
+        due = (epoch + 1) % self.every == 0 and time.time() - self._saved_at >= self.seconds
+        if due or epoch + 1 == self.params["epochs"] or self.model.stop_training:
             self._save(epoch + 1)
+            self._saved_at = time.time()
 
     def _save(self, epochs_done: int) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)

@@ -15,9 +15,14 @@ __all__ = ["ALL_SAMPLES", "RunConfig", "parse_samples", "samples_label"]
 _LEAST = {
     "epochs": 1, "batch_size": 1, "backup_every": 1, "seed": 0, "fine_tune_epochs": 0, "last_blocks": 1,
     "samples_per_class": 1, "image_size": 1, "patience": 1, "meta_every": 1,
+    "validate_every": 1, "feature_views": 1,
 }  # fmt: skip
 _OPTIONAL = ("samples_per_class", "image_size", "patience")
-_NOT_IN_KEY = ("out", "verbose", "backup_every", "keep_model")  # where and how a run is kept, not what it is
+_NOT_IN_KEY = ("out", "verbose", "backup_every", "backup_seconds", "keep_model")  # how a run is kept, not what it is
+_KEY_SINCE = {
+    "validate_every": 1,
+    "feature_views": 10,
+}  # fields added later: at these values (what runs did before) not in the key
 ALL_SAMPLES = "all"  # how tables, file names and the command line spell samples_per_class=None
 
 
@@ -55,12 +60,17 @@ class RunConfig:
         augment: the training augmentation (`data.augment_transforms`): "auto" never mirrors; "crop,flip" is
             L2T-ww's CIFAR recipe.
         seed: seeds the subset, the split, the initialisation and the shuffling.
-        epochs: training epochs.
+        epochs: training epochs; None for the strategy's default (`strategies.Strategy.epochs`).
         batch_size: images per batch.
         image_size: input height and width; None for the network's default (matching: the stored size).
         learning_rate: None for the strategy's default.
         last_blocks: blocks trained by `fine_tune_last`.
-        patience: early-stopping patience on validation accuracy; None trains every epoch.
+        patience: early-stopping patience on validation accuracy, in epochs (rounded up to whole validations);
+            None trains every epoch.
+        validate_every: validate every this many epochs (and at the first and the last); the early-stop point
+            is the best validated epoch (`callbacks.PeriodicValidation`).
+        feature_views: a frozen backbone's (`feature_extraction`) features are computed once per training image,
+            for this many augmented views when the data is augmented (`keras_l2t.features`).
         meta_every: L2T methods: the meta step every this many iterations (1, the reference, by default).
         fine_tune_epochs: two-phase recipe: after `epochs`, unfreeze the whole backbone for this many more.
         fine_tune_learning_rate: the rate of that second phase.
@@ -68,6 +78,8 @@ class RunConfig:
         verbose: Keras' progress output (0 silent, 1 bar, 2 a line per epoch).
         backup_every: back the run up every this many epochs under `<out>/backup/<run name>/`; an interrupted
             run resumes from there when run again (see `callbacks.RunBackup`).
+        backup_seconds: and no sooner than this many seconds after its previous backup (a crash then loses at
+            most that much training, and short epochs do not spend their time saving).
         keep_model: save the validation-best model as `<out>/models/<run name>.keras` (the target network alone
             for matching methods) with its class names, input size and preprocessing (`inference.save_model`).
 
@@ -89,21 +101,26 @@ class RunConfig:
     validation_groups: str | None = None
     augment: str = "auto"
     seed: int = 0
-    epochs: int = 15
+    epochs: int | None = None
     batch_size: int = 64
     image_size: int | None = None
     learning_rate: float | None = None
     last_blocks: int = 2
     patience: int | None = None
+    validate_every: int = 1
+    feature_views: int = 10
     meta_every: int = 1
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
     out: str = "runs"
     verbose: int = 1
     backup_every: int = 1
+    backup_seconds: float = 0.0
     keep_model: bool = True
 
     def __post_init__(self):
+        if self.epochs is None:
+            self.epochs = self.resolved.epochs
         for field, least in _LEAST.items():
             value = getattr(self, field)
             if value is None and field in _OPTIONAL:
@@ -114,6 +131,8 @@ class RunConfig:
         data.augment_transforms(self.augment, 32)  # an unknown transform fails here, before any work
         if self.learning_rate is not None and not (0 < self.learning_rate < float("inf")):
             raise ValueError(f"learning_rate (--learning-rate) must be a positive number, got {self.learning_rate!r}.")
+        if isinstance(self.backup_seconds, bool) or not (0 <= self.backup_seconds < float("inf")):
+            raise ValueError(f"backup_seconds must be a number of seconds >= 0, got {self.backup_seconds!r}.")
         if isinstance(self.validation, bool) or not (
             (isinstance(self.validation, float) and 0 <= self.validation < 1)
             or (isinstance(self.validation, int) and self.validation >= 0)
@@ -146,14 +165,16 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """The SHA-1 (all 40 hex digits) of every field that changes the result (not `out`, `verbose`, `backup_every`).
+        """The SHA-1 (all 40 hex digits) of every field that changes the result (not where and how it is kept).
 
         Finished runs are matched by it, so it is never shortened: two configs of a grid share a key only if
         they are the same run. Rows of results files written before (6-digit keys, and configs without the
         augment, validation_groups and meta_every fields, whose defaults changed what a run does) are not
-        matched: their runs are redone.
+        matched: their runs are redone. Fields added since (`validate_every`, `feature_views`) enter the key only
+        when they differ from what earlier runs did, so those runs keep their keys.
         """
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+        fields = {k: v for k, v in fields.items() if k not in _KEY_SINCE or v != _KEY_SINCE[k]}
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     @property

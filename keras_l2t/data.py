@@ -49,6 +49,7 @@ class Data:
         image_size: the height and width the images are resized to.
         train_indices: which images of the source's train split form `train` (the seeded subset).
         preprocess: the function applied to [0, 255] images after resizing.
+        augmented: whether `train` is augmented (each pass over it differs).
 
     """
 
@@ -60,6 +61,7 @@ class Data:
     image_size: int
     train_indices: np.ndarray
     preprocess: Callable
+    augmented: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -210,6 +212,15 @@ def _validation_counts(labels: np.ndarray, validation) -> list[int]:
     return counts
 
 
+def evaluation_batch_size(batch_size: int, image_size: int) -> int:
+    """Images per batch of the validation and test pipelines: larger than training's for small images.
+
+    Inference needs no gradients, and on a CPU a larger batch runs faster per image (vgg9 at 32 px, 1,000 images:
+    1.4 s at 500 a batch, 1.8 to 2.6 s at 128); at most 2^19 pixels a batch beyond the training batch size.
+    """
+    return max(batch_size, min(1024, 2**19 // (image_size * image_size)))
+
+
 def _batches(images, labels, *, batch_size, image_size, preprocess, augment=None, shuffle_seed=None):
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle_seed is not None:
@@ -262,7 +273,7 @@ def load(
             or a number of images (e.g. 5000 for CIFAR-10's 45,000 / 5,000); 0 for none.
         test_fraction: carved from train when the source has no test split.
         seed: decides the validation split, the subset and the shuffling.
-        batch_size: images per batch.
+        batch_size: images per training batch (validation and test: `evaluation_batch_size`).
         augment: "auto" (a crop for images of 64 px or less, small rotations for photos; never a mirror), "none",
             or a comma list of "crop", "flip", "rotation" (see `augment_transforms`).
         validation_groups: for image folders, a regular expression whose first match (or first group) in a
@@ -312,14 +323,17 @@ def load(
     native_size = train_images.shape[1]
     image_size = image_size or native_size
     preprocess = preprocess or (spec.preprocess if spec is not None else (lambda x: x / 255.0))
-    options = {"batch_size": batch_size, "image_size": image_size, "preprocess": preprocess}
+    options = {"image_size": image_size, "preprocess": preprocess}
+    augment = augmenter(augment, native_size)
     train = _batches(
         train_images[available],
         train_labels[available],
-        augment=augmenter(augment, native_size),
+        augment=augment,
         shuffle_seed=seed,
+        batch_size=batch_size,
         **options,
     )
+    options["batch_size"] = evaluation_batch_size(batch_size, image_size)
     evaluation = {split: _batches(*held_out[split], **options) if split in held_out else None for split in SPLIT_EVAL}
     counts = {split: len(held_out[split][1]) for split in held_out}
     counts["train"] = len(available)
@@ -333,4 +347,5 @@ def load(
         image_size,
         available,
         preprocess,
+        augmented=augment is not None,
     )

@@ -23,8 +23,8 @@ import time
 import keras
 import numpy as np
 
-from keras_l2t import backbones, data, inference, strategies
-from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, RunBackup
+from keras_l2t import backbones, data, features, inference, strategies
+from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, PeriodicValidation, RunBackup
 from keras_l2t.config import ALL_SAMPLES, RunConfig, parse_samples, samples_label  # noqa: F401  (re-exported)
 from keras_l2t.l2t import L2TModel
 from keras_l2t.paths import FINE_TUNE
@@ -101,17 +101,20 @@ def _callbacks(
     paths = config.paths
     log_dir, history_file = paths.tensorboard(phase), paths.history(phase)
     os.makedirs(os.path.dirname(history_file), exist_ok=True)
-    early_stop = EarlyStopPoint(log_dir, patience=config.patience) if splits.validation is not None else None
-    backup = RunBackup(paths.backup(phase), early_stop, every=config.backup_every)
+    validation = splits.validation
+    patience = config.patience and math.ceil(config.patience / config.validate_every)  # in validations
+    early_stop = EarlyStopPoint(log_dir, patience=patience) if validation is not None else None
+    backup = RunBackup(paths.backup(phase), early_stop, every=config.backup_every, seconds=config.backup_seconds)
     resumed = backup.saved_epoch()
     if resumed:
         _truncate_history(history_file, resumed)
         print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
-    callbacks = [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
+    callbacks = [PeriodicValidation(validation, config.validate_every)] if validation is not None else []
+    callbacks += [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []
     callbacks += strategies.callbacks(model, config.epochs)  # with TerminateOnNaN: a diverged run stops
-    if config.resolved.meta and splits.validation is not None:
-        examples = next(iter(splits.validation))[0][:8]
+    if config.resolved.meta and validation is not None:
+        examples = next(iter(validation))[0][:8]
         callbacks.append(MetaWeightsLogger(examples, log_dir))
     return callbacks + [backup], early_stop, backup
 
@@ -128,15 +131,20 @@ def _truncate_history(history_file: str, epochs: int) -> None:
 def _read_history(history_file: str) -> dict[str, list[float]]:
     with open(history_file, newline="") as file:
         rows = list(csv.DictReader(file))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    return {key: [_number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def _number(text: str) -> float:
+    """A history value; NA (an epoch without validation) is NaN."""
+    return math.nan if text in ("NA", "") else float(text)
 
 
 def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, phase: str = "") -> dict:
     callbacks, early_stop, backup = _callbacks(config, model, splits, phase)
     monitor = splits.validation is not None
     model.fit(
-        splits.train,
-        validation_data=splits.validation,
+        splits.train.repeat(),  # one iterator for the whole run: no pipeline restart at each epoch
+        steps_per_epoch=int(splits.train.cardinality()),  # each repetition reshuffles (and re-augments)
         epochs=epochs,
         callbacks=callbacks,
         verbose=config.verbose,
@@ -181,7 +189,7 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
     keras.utils.set_random_seed(config.seed)  # before the pipelines: their augmentation ops take seeds from it
     splits = splits or load_data(config)
     model = build_model(config, splits)
-    result = _fit(config, model, splits, config.epochs)
+    result = _fit(config, *_trained_part(config, model, splits), config.epochs)
     if config.fine_tune_epochs:
         result["test_accuracy_before_fine_tune"] = _test_accuracy(model, splits)
         strategies.unfreeze(model, learning_rate=config.fine_tune_learning_rate)
@@ -206,6 +214,20 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         "num_train": splits.counts["train"],
         **result,
     }
+
+
+def _trained_part(config: RunConfig, model: keras.Model, splits: data.Data) -> tuple[keras.Model, data.Data]:
+    """What `fit` trains: the model on its data, or, for a frozen backbone, its head on cached features."""
+    if features.frozen_backbone(model) is None:
+        return model, splits
+    head = features.head_training(
+        model, splits, views=config.feature_views, seed=config.seed, batch_size=config.batch_size
+    )
+    if config.verbose:
+        views = config.feature_views if splits.augmented else 1
+        counted = f"{splits.counts['train']} training images ({views} view{'s' if views > 1 else ''})"
+        print(f"{config.name}: frozen backbone features of {counted} and validation in {head.seconds:.1f} s")
+    return head.model, head.splits
 
 
 def _keep(config: RunConfig, model: keras.Model, splits: data.Data, result: dict) -> None:

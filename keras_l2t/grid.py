@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -176,10 +177,16 @@ def compare(
 ) -> tuple[pd.DataFrame, str]:
     """The whole comparison: a preset with overrides, run resumably, then summary and plots.
 
+    A preset in parts (`quick`: the classic strategies on an ImageNet backbone, and the feature-matching methods)
+    runs each part as its own grid in `<out>/<part>/` (its results, summary and plots), then writes
+    `<out>/summary.md` with every part's summary.
+
     Args:
-        preset: "course", "thesis", "quick" (see `PRESETS`) or None for the `RunConfig` defaults.
+        preset: "quick", "course", "thesis" (see `PRESETS`) or None for the `RunConfig` defaults with every
+            classic strategy.
         out: the output folder.
-        strategy_names: overrides the preset's strategies.
+        strategy_names: overrides the preset's strategies (in a preset in parts, each part runs those of its family,
+            and scratch).
         samples_per_class: overrides its N values (None / "all" for the full training set).
         seeds: overrides its seeds (a list, or a number of seeds).
         quiet: one line per run instead of Keras progress bars.
@@ -193,22 +200,69 @@ def compare(
         (the results of the grid, the summary's markdown).
 
     """
-    settings = presets.get_config(preset)
-    preset_strategies = settings.pop("strategies")
-    preset_samples = settings.pop("samples_per_class", [None])
-    preset_seeds = settings.pop("seeds", [0])
-    chosen = strategy_names or preset_strategies
-    samples = samples_per_class or preset_samples
-    seeds = seeds if seeds is not None else preset_seeds
     if keep_models not in KEEP_MODELS:
         raise ValueError(f"Unknown keep_models {keep_models!r}; choose one of {', '.join(KEEP_MODELS)}.")
-    settings.update(fields, keep_model=keep_models != "none")
+    settings = presets.get_config(preset)
+    options = {
+        "quiet": quiet,
+        "baseline": baseline,
+        "keep_models": keep_models,
+        "echo": echo,
+        "course": preset == "course",
+    }
+    overrides = {"strategy_names": strategy_names, "samples_per_class": samples_per_class, "seeds": seeds, **fields}
+    if "parts" not in settings:
+        return _compare(settings, out, overrides, options)
+    check_output_folder(out)
+    with lock(out):
+        tables, texts = [], [f"# {preset}\n"]
+        for part, part_settings in settings["parts"].items():
+            chosen = part_settings["strategies"]
+            if strategy_names:  # the given ones of this part's family (scratch: in every part)
+                chosen = [
+                    name for name in strategy_names if name == "scratch" or _family(name) == part_settings["family"]
+                ]
+            if not chosen:
+                continue
+            echo(f"{preset} / {part}: {part_settings['description']}")
+            results, text = _compare(
+                part_settings, os.path.join(out, part), {**overrides, "strategy_names": chosen}, options
+            )
+            tables.append(results.assign(part=part))
+            texts.append(f"\n# {part}: {part_settings['description']}\n\n" + _relinked(text, part))
+        if not tables:
+            raise ValueError(f"None of {strategy_names} is in the {preset} preset.")
+        text = "".join(texts)
+        with open(GridPaths(out).summary, "w") as file:
+            file.write(text)
+    return pd.concat(tables, ignore_index=True), text
+
+
+def _family(name: str) -> str:
+    return strategies.spec(name).family
+
+
+def _relinked(text: str, folder: str) -> str:
+    """Markdown of a part's summary with its relative links made relative to the folder above."""
+    return re.sub(r"\]\((?!https?:|/)", f"]({folder}/", text)
+
+
+def _compare(settings: dict, out: str, overrides: dict, options: dict) -> tuple[pd.DataFrame, str]:
+    settings = {key: value for key, value in settings.items() if key != "description"}
+    chosen = overrides.pop("strategy_names") or settings.pop("strategies")
+    settings.pop("strategies", None)
+    preset_samples = settings.pop("samples_per_class", [None])
+    preset_seeds = settings.pop("seeds", [0])
+    samples = overrides.pop("samples_per_class") or preset_samples
+    seeds = overrides.pop("seeds")
+    seeds = seeds if seeds is not None else preset_seeds
+    settings.update(overrides, keep_model=options["keep_models"] != "none")
     configs = expand(chosen, samples, seeds, **settings)
     check_output_folder(out)
     with lock(out):  # one writer from the first run to the last plot
-        results = run_grid(configs, out, quiet=quiet, echo=echo)
-        if keep_models == "best":
+        results = run_grid(configs, out, quiet=options["quiet"], echo=options["echo"])
+        if options["keep_models"] == "best":
             _remove_unpicked_models(results, out)
-        text = report(results, out, order=chosen, baseline=baseline, course=preset == "course")
-    echo(text)
+        text = report(results, out, order=chosen, baseline=options["baseline"], course=options["course"])
+    options["echo"](text)
     return results, text

@@ -10,7 +10,9 @@ import pandas as pd
 from keras_l2t import stats, strategies
 from keras_l2t.paths import GridPaths
 
-__all__ = ["best_run", "picked_runs", "report"]
+__all__ = ["best_run", "picked_runs", "report", "still_climbing"]
+
+CLIMB_MARGIN = 0.01  # a validation accuracy this much above the best of the earlier epochs is still climbing
 
 
 def picked_runs(results: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +52,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
         )
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
+    text += _convergence_section(results, paths, order)
     text += _per_class_section(results, order)
     text += _meta_drift_section(results, paths)
     text += _models_section(results, paths)
@@ -79,6 +82,42 @@ def per_class_table(results: pd.DataFrame, order=None) -> str:
         means = " | ".join(stats._percent(group[name].mean()) for name in names)
         lines.append(f"| {method} | {samples} | {len(group)} | {means} |")
     return "\n".join(lines)
+
+
+def still_climbing(history_file: str, tail: float = 0.25, margin: float = CLIMB_MARGIN) -> bool | None:
+    """Whether a run's validation accuracy was still climbing when its budget ended.
+
+    True when the best validated accuracy of the last `tail` of its epochs beats the best before them by more
+    than `margin` (a run stopped by patience has, by definition, stopped climbing). None without a history.
+    """
+    if not os.path.exists(history_file):
+        return None
+    accuracy = pd.read_csv(history_file).get("val_accuracy")
+    if accuracy is None or accuracy.notna().sum() < 2:
+        return None
+    cut = int(len(accuracy) * (1 - tail))
+    early, late = accuracy.iloc[: max(cut, 1)].max(), accuracy.iloc[max(cut, 1) :].max()
+    return bool(late > early + margin)
+
+
+def _convergence_section(results: pd.DataFrame, paths: GridPaths, order) -> str:
+    rows = []
+    for (method, samples), group in results.groupby(["strategy", "samples_per_class"], sort=False):
+        if order and method not in order:
+            continue
+        climbing = [still_climbing(paths.run(run).history()) for run in group["run"]]
+        known = [flag for flag in climbing if flag is not None]
+        best = group["best_epoch"].astype(float).median()
+        epochs = group["epochs_run"].astype(float).median()
+        rows.append(f"| {method} | {samples} | {sum(known)} of {len(known)} | {best:.0f} of {epochs:.0f} |")
+    if not rows:
+        return ""
+    header = (
+        "\n## Did the runs stop climbing?\n\nA run is still climbing when the best validation accuracy of its last "
+        f"quarter of epochs beats the best before by more than {100 * CLIMB_MARGIN:.0f} point: its budget was too "
+        "short to read a converged result.\n\n| method | N | still climbing | median best epoch |\n|---|---|---|---|\n"
+    )
+    return header + "\n".join(rows) + "\n"
 
 
 def _per_class_section(results: pd.DataFrame, order) -> str:

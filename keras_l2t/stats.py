@@ -271,7 +271,9 @@ def plot_learning_curves(results: pd.DataFrame, history_dir: str, path: str, ord
                 axis = axes[panel][column]
                 axis.plot(epochs, history[metric], "--", color=colour, alpha=0.5, linewidth=0.8)
                 if f"val_{metric}" in history:
-                    axis.plot(epochs, history[f"val_{metric}"], color=colour, alpha=0.8, linewidth=1)
+                    validated = history[f"val_{metric}"].notna().to_numpy()  # validate_every > 1 leaves gaps
+                    values = history[f"val_{metric}"].to_numpy()
+                    axis.plot(epochs[validated], values[validated], color=colour, alpha=0.8, linewidth=1)
                     best = int(row.best_epoch) - 1
                     if 0 <= best < len(history):
                         axis.plot(best + 1, history[f"val_{metric}"].iloc[best], "*", color="crimson", markersize=9)

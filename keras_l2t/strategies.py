@@ -53,6 +53,8 @@ class Strategy:
         learning_rate: the default starting learning rate.
         trainable: for classic strategies, which backbone layers train: "none", "last" or "all".
         pretrained: whether the (classic) backbone starts from pretrained weights.
+        epochs: a run's default length. `feature_extraction` trains its head on cached features
+            (`keras_l2t.features`), where an epoch costs milliseconds: 100 epochs let the head converge.
 
     """
 
@@ -62,6 +64,7 @@ class Strategy:
     learning_rate: float
     trainable: str = "all"
     pretrained: bool = True
+    epochs: int = 15
 
     @property
     def meta(self) -> bool:
@@ -70,7 +73,7 @@ class Strategy:
 
 
 _CLASSIC = (
-    Strategy("feature_extraction", "classic", "pretrained backbone frozen, new head trained", 1e-3, "none"),
+    Strategy("feature_extraction", "classic", "pretrained backbone frozen, new head trained", 1e-3, "none", epochs=100),
     Strategy("fine_tune_last", "classic", "last N blocks and the head trained, the rest frozen", 3e-4, "last"),
     Strategy("full_fine_tune", "classic", "every layer trained from the pretrained weights", 1e-4, "all"),
     Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False),

@@ -48,7 +48,11 @@ def test_expand_orders_runs_and_trains_scratch_like_the_matching_methods():
 
 @pytest.mark.parametrize("preset", ["thesis", "quick"])
 def test_matching_presets_train_scratch_alone_as_the_matching_baseline(preset):
-    settings = {k: v for k, v in grid.PRESETS[preset].items() if k not in ("strategies", "samples_per_class", "seeds")}
+    settings = grid.PRESETS[preset]
+    settings = settings["parts"]["matching"] if "parts" in settings else settings
+    settings = {
+        k: v for k, v in settings.items() if k not in ("strategies", "samples_per_class", "seeds", "description")
+    }
     alone = grid.expand(["scratch"], [10], [0], **settings)[0]
     beside = grid.expand(["scratch", "ufm"], [10], [0], **settings)[0]
     assert alone.resolved_family == "matching" and alone.network == "vgg9"
@@ -63,7 +67,7 @@ def test_family_option_of_a_grid():
         grid.expand(["scratch"], family="hybrid")
 
 
-def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
+def test_a_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     options = dict(strategy_names=["scratch", "ufm"], samples_per_class=[2, 3], seeds=1, quiet=True)
     calls = []
@@ -79,12 +83,12 @@ def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(grid, "run", interrupted_run)
     with pytest.raises(KeyboardInterrupt):
-        grid.compare("quick", out=out, dataset=folder, **options, **SETTINGS, backup_every=1)
+        grid.compare("thesis", out=out, dataset=folder, **options, **SETTINGS, backup_every=1, backup_seconds=0)
     assert len(grid.read_results(out)) == 2  # the finished runs survive Ctrl-C
     assert (Path(out) / "backup" / calls[2] / "train" / "state.json").exists()  # and the interrupted one resumes
     monkeypatch.setattr(grid, "run", real_run)
     lines = []
-    results, text = grid.compare("quick", out=out, dataset=folder, echo=lines.append, **options, **SETTINGS)
+    results, text = grid.compare("thesis", out=out, dataset=folder, echo=lines.append, **options, **SETTINGS)
     assert lines[0].startswith("4 runs: 2 already finished, 2 to go")
     assert len(results) == 4 and results["key"].is_unique
     assert set(results["samples_per_class"].astype(str)) == {"2", "3"}
@@ -97,8 +101,30 @@ def test_quick_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     run_dir = Path(out) / "tb" / results["run"][0]
     assert "hparams/test_accuracy" in read_scalars(str(run_dir)) and (run_dir / "train").is_dir()
     again = []
-    grid.compare("quick", out=out, dataset=folder, echo=again.append, **options, **SETTINGS)
+    grid.compare("thesis", out=out, dataset=folder, echo=again.append, **options, **SETTINGS)
     assert again[0].startswith("4 runs: 4 already finished, 0 to go") and len(grid.read_results(out)) == 4
+
+
+def test_the_quick_preset_runs_both_families_in_their_own_folders_and_sums_them_up(folder, tmp_path):
+    out = tmp_path / "quick"
+    lines = []
+    results, text = grid.compare(
+        "quick", out=str(out), dataset=folder, strategy_names=["feature_extraction", "scratch", "fm_uniform"],
+        samples_per_class=[2], seeds=1, backbone="vgg9", weights=None, image_size=32, epochs=1, batch_size=8,
+        validation=3, source_weights=None, quiet=True, echo=lines.append,
+    )  # fmt: skip
+    assert sorted(zip(results["part"], results["strategy"], results["network"], strict=True)) == [
+        ("classic", "feature_extraction", "vgg9"),
+        ("classic", "scratch", "vgg9"),
+        ("matching", "fm_uniform", "resnet32->vgg9"),
+        ("matching", "scratch", "vgg9"),
+    ]
+    for part in ("classic", "matching"):
+        assert len(grid.read_results(str(out / part))) == 2 and (out / part / "summary.md").exists()
+        assert f"]({part}/accuracy_vs_samples.png)" in text
+    assert (out / "summary.md").read_text() == text and text.index("# classic") < text.index("# matching")
+    with pytest.raises(KeyError, match="nonexistent_strategy"):
+        grid.compare("quick", out=str(out), dataset=folder, strategy_names=["nonexistent_strategy"])
 
 
 def test_course_preset_prints_the_course_table(folder, tmp_path):
@@ -155,7 +181,18 @@ def test_app_errors_say_what_to_do(capsys, tmp_path, folder):
     assert "Registered strategies" in capsys.readouterr().err
     assert module.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "TFDS_DATA_DIR" in capsys.readouterr().err
-    arguments = ["--dataset", folder, "--strategies", "ufm", "--out", str(tmp_path), "--epochs", "1"]
+    arguments = [
+        "--dataset",
+        folder,
+        "--preset",
+        "none",
+        "--strategies",
+        "ufm",
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "1",
+    ]
     assert module.main(arguments + ["--source-weights", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
     assert module.main(arguments + ["--source-weights", "none", "--target", "lenet5"]) == 2
@@ -170,6 +207,8 @@ def test_app_passes_the_family_of_scratch_to_the_grid(monkeypatch):
     assert calls[0][0] == "thesis" and calls[0][1]["family"] == "classic"
     assert module.main(["--dataset", "x", "--strategies", "scratch"]) == 0
     assert "family" not in calls[1][1]  # the grid decides
+    assert calls[1][0] == "quick" and calls[1][1]["out"] == "runs/quick"  # --dataset alone runs the quick preset
+    assert module.main(["--dataset", "x", "--preset", "none"]) == 0 and calls[2][0] is None
 
 
 def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):

@@ -16,8 +16,8 @@ def trained(shared, tmp_path_factory):
     folder = linked_subset(shared / "data/cats_vs_dogs", root / "data", per_class=60)
     weights = str(shared / "weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5")
     arguments = [
-        "--dataset", folder, "--strategies", "feature_extraction", "--backbone", "mobilenet_v2", "--weights",
-        weights, "--image-size", "128", "--epochs", "5", "--batch-size", "16", "--learning-rate", "0.003",
+        "--dataset", folder, "--preset", "none", "--strategies", "feature_extraction", "--backbone", "mobilenet_v2",
+        "--weights", weights, "--image-size", "128", "--epochs", "5", "--batch-size", "16", "--learning-rate", "0.003",
         "--fine-tune-epochs", "1", "--out", str(root / "out"), "--quiet", "--validation", "20",
     ]  # fmt: skip
     assert load_app("compare_strategies").main(arguments) == 0

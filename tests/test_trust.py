@@ -19,7 +19,8 @@ from keras_l2t.experiment import RunConfig
 from keras_l2t.torch_checkpoint import LEGACY_MAGIC_NUMBER, read_torch_checkpoint
 from keras_l2t.weight_formats import read_state_dict
 
-APP_ARGUMENTS = ["--strategies", "scratch", "--backbone", "lenet5", "--weights", "none", "--epochs", "1"]
+APP_ARGUMENTS = ["--preset", "none", "--strategies", "scratch", "--backbone", "lenet5", "--weights", "none"]
+APP_ARGUMENTS += ["--epochs", "1"]
 
 
 def payload(marker) -> bytes:
