@@ -70,7 +70,9 @@ def test_validation_count_like_cifar10_45000_5000():
 def test_batches_are_resized_and_preprocessed_for_the_backbone():
     splits = data.load(make_arrays(size=32), backbone="resnet32", validation=0.1, batch_size=16, seed=0)
     images, labels = next(iter(splits.test))
-    assert images.shape == (16, 32, 32, 3) and images.dtype == "float32" and labels.dtype == "int64"
+    assert images.shape == (splits.counts["test"], 32, 32, 3) and images.dtype == "float32" and labels.dtype == "int64"
+    assert next(iter(splits.train))[0].shape[0] == 16  # training batches keep batch_size, evaluation ones are larger
+    assert [data.evaluation_batch_size(16, size) for size in (32, 64, 160, 224)] == [512, 128, 20, 16]
     assert float(images.numpy().min()) < -1.5  # ImageNet mean/std normalisation, not [0, 1]
     resized = data.load(make_arrays(size=8), image_size=20, preprocess=lambda x: x, batch_size=4)
     batch = next(iter(resized.train))[0]
@@ -166,7 +168,7 @@ def test_tfds_by_name_through_tfds_load():
     with tfds.testing.mock_data(num_examples=40):
         splits = data.load("cifar10", backbone="vgg9", samples_per_class=1, validation=0, batch_size=8)
     assert splits.num_classes == 10 and splits.counts["test"] == 40
-    assert next(iter(splits.test))[0].shape == (8, 32, 32, 3)
+    assert next(iter(splits.test))[0].shape == (40, 32, 32, 3)  # evaluation batches: up to 512 images at 32 px
 
 
 def test_tfds_errors_name_data_dir_and_tfds_data_dir(tmp_path):
