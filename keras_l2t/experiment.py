@@ -224,8 +224,7 @@ def _trained_part(config: RunConfig, model: keras.Model, splits: data.Data) -> t
         model, splits, views=config.feature_views, seed=config.seed, batch_size=config.batch_size
     )
     if config.verbose:
-        views = config.feature_views if splits.augmented else 1
-        counted = f"{splits.counts['train']} training images ({views} view{'s' if views > 1 else ''})"
+        counted = f"{splits.counts['train']} training images ({head.views} view{'s' if head.views > 1 else ''})"
         print(f"{config.name}: frozen backbone features of {counted} and validation in {head.seconds:.1f} s")
     return head.model, head.splits
 

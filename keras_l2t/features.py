@@ -33,11 +33,13 @@ class HeadTraining:
         model: the head (the full model's own dropout and classifier layers) on pooled features, compiled.
         splits: the run's `data.Data` with `train` and `validation` replaced by batched cached features.
         seconds: the time the backbone passes took.
+        views: the augmented views of the training set cached (1 when the data is not augmented).
     """
 
     model: keras.Model
     splits: data.Data
     seconds: float
+    views: int
 
 
 def frozen_backbone(model: keras.Model) -> keras.Model | None:
@@ -88,7 +90,7 @@ def head_training(model: keras.Model, splits: data.Data, *, views: int, seed: in
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     cached = dataclasses.replace(splits, train=train, validation=validation)
-    return HeadTraining(head, cached, time.time() - started)
+    return HeadTraining(head, cached, time.time() - started, views)
 
 
 def _features(extractor: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -249,8 +249,8 @@ def _relinked(text: str, folder: str) -> str:
 
 def _compare(settings: dict, out: str, overrides: dict, options: dict) -> tuple[pd.DataFrame, str]:
     settings = {key: value for key, value in settings.items() if key != "description"}
-    chosen = overrides.pop("strategy_names") or settings.pop("strategies")
-    settings.pop("strategies", None)
+    preset_strategies = settings.pop("strategies")
+    chosen = overrides.pop("strategy_names") or preset_strategies
     preset_samples = settings.pop("samples_per_class", [None])
     preset_seeds = settings.pop("seeds", [0])
     samples = overrides.pop("samples_per_class") or preset_samples
