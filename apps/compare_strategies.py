@@ -137,12 +137,26 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
         "--no-cache", action="store_true", help="decode image folders again instead of using the decoded-image cache"
     )
     parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: runs one after another in this process (default); ray: each run a Ray task (pip install "
+        '"keras_l2t[ray]"), the runs spread over the instance\'s CPUs / GPUs',
+    )
+    parser.add_argument(
+        "--ray-address", help="with --executor ray: default a new local instance; auto joins this machine's cluster"
+    )
+    parser.add_argument("--cpus-per-run", type=rate, help="with --executor ray: CPUs (and threads) per run (default 1)")
+    parser.add_argument(
+        "--gpus-per-run", type=rate, help="with --executor ray: GPUs per run; a fraction shares a GPU (default 0)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (measured gain: keras_l2t.process)
-    from keras_l2t import grid, presets, strategies
+    from keras_l2t import executors, grid, presets, strategies
     from keras_l2t.results import OutputInUse
     from keras_l2t.weights import WeightsError, WeightsUnavailableError
 
@@ -177,6 +191,9 @@ def main(argv=None) -> int:
     }
     fields = {key: (None if value == "none" else value) for key, value in fields.items() if value is not None}
     try:
+        executor = executors.make(
+            args.executor, address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
+        )
         grid.compare(
             None if args.preset == "none" else args.preset,
             out=args.out or f"runs/{'compare' if args.preset == 'none' else args.preset}",
@@ -186,6 +203,7 @@ def main(argv=None) -> int:
             quiet=args.quiet,
             baseline=args.baseline,
             keep_models=args.keep_models,
+            executor=executor,
             **fields,
         )
     except KeyboardInterrupt:

@@ -19,6 +19,19 @@ for seed in 0 1 2 3 4; do
 done
 # N = 50: 30 epochs (seed 0, in the README) leave scratch and UFM near chance after the schedule's early blow-up;
 # so the full 200 epochs, seed 0 (about 4.3 hours on the 2-core CPU of 2026-11-24, about 10 on that of 2026-11-30),
-# recorded in docs/thesis_n50_runs.csv (to record a run that ended while the call goes on, run the last line).
-compare --strategies scratch,ufm,fm_uniform,l2t_ww,l2t_www --samples-per-class 50 --seeds 1 --out runs/thesis_n50
-python benchmarks/thesis_record.py --out runs/thesis_n50 --record docs/thesis_n50_runs.csv
+# in docs/thesis_n50_runs.csv. Then the imbalanced protocol (issue 19: nine classes at N = 100, the last at 10),
+# seed 0, in docs/thesis_imbalanced_runs.csv. One method per call, recorded as soon as it ends; a recorded method is
+# skipped (to record a run that ended while a call goes on, run the record line by hand).
+one_by_one() {  # RECORD OUT METHODS [grid flags...]
+  local record=$1 out=$2 methods=$3; shift 3
+  local missing; missing=$(python benchmarks/thesis_record.py --record "$record" --methods "$methods" --missing 0)
+  for method in ${missing//,/ }; do
+    compare --strategies "$method" --seeds 0, --out "$out" "$@"
+    python benchmarks/thesis_record.py --out "$out" --record "$record" "${extra[@]}"
+  done
+}
+extra=()
+one_by_one docs/thesis_n50_runs.csv runs/thesis_n50 scratch,ufm,fm_uniform,l2t_ww,l2t_www --samples-per-class 50
+extra=(--per-class)
+one_by_one docs/thesis_imbalanced_runs.csv runs/thesis_imbalanced scratch,fm_uniform,l2t_ww,l2t_www \
+  --samples-per-class 100 --imbalanced

@@ -20,9 +20,9 @@ import time
 
 import pandas as pd
 
-from keras_l2t import presets, stats, strategies  # noqa: F401  (stats: re-exported for notebooks)
+from keras_l2t import executors, presets, stats, strategies  # noqa: F401  (stats: re-exported for notebooks)
 from keras_l2t.callbacks import write_hparams
-from keras_l2t.experiment import RunConfig, parse_samples, run, samples_label
+from keras_l2t.experiment import RunConfig, parse_samples, samples_label
 from keras_l2t.paths import GridPaths
 from keras_l2t.report import picked_runs, report
 from keras_l2t.results import RESULT_COLUMNS, OutputInUse, append_result, lock, read_results  # noqa: F401
@@ -80,7 +80,7 @@ def _clock(seconds: float) -> str:
     return "?" if seconds != seconds else time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
-def run_grid(configs: list[RunConfig], out: str, *, quiet: bool = False, echo=print) -> pd.DataFrame:
+def run_grid(configs: list[RunConfig], out: str, *, quiet: bool = False, echo=print, executor=None) -> pd.DataFrame:
     """Run every config not yet in `<out>/results.csv`, one row per run as each finishes.
 
     Args:
@@ -88,6 +88,8 @@ def run_grid(configs: list[RunConfig], out: str, *, quiet: bool = False, echo=pr
         out: the output folder (results.csv, history/, tb/).
         quiet: no Keras progress bars, only one line per run.
         echo: where progress lines go.
+        executor: where runs execute (`executors.LocalExecutor`, the default, or `executors.RayExecutor`); this
+            process stays the only writer of results.csv whichever it is.
 
     Returns:
         The results of these configs (finished earlier or now).
@@ -95,7 +97,7 @@ def run_grid(configs: list[RunConfig], out: str, *, quiet: bool = False, echo=pr
     """
     check_output_folder(out)
     with lock(out):
-        return _run_grid(configs, out, quiet, echo)
+        return _run_grid(configs, out, quiet, echo, executor or executors.LocalExecutor())
 
 
 def check_output_folder(out: str) -> None:
@@ -125,7 +127,7 @@ def _unique(configs: list[RunConfig], echo) -> list[RunConfig]:
     return unique
 
 
-def _run_grid(configs: list[RunConfig], out: str, quiet: bool, echo) -> pd.DataFrame:
+def _run_grid(configs: list[RunConfig], out: str, quiet: bool, echo, executor) -> pd.DataFrame:
     configs = _unique([dataclasses.replace(c, out=out, verbose=0 if quiet else c.verbose) for c in configs], echo)
     if not configs:
         raise ValueError("The grid holds no runs: give at least one strategy, sample size and seed.")
@@ -133,15 +135,14 @@ def _run_grid(configs: list[RunConfig], out: str, quiet: bool, echo) -> pd.DataF
     done = set(read_results(out)["key"])
     pending = [config for config in configs if config.key not in done]
     echo(f"{len(configs)} runs: {len(configs) - len(pending)} already finished, {len(pending)} to go ({out})")
-    started = time.time()
-    for index, config in enumerate(pending):
-        config.paths.clear_partial()
-        result = run(config, keep_backup=True)
+    started, left_to_run = time.time(), list(pending)
+    for index, (config, result) in enumerate(executor.runs(pending)):
+        left_to_run.remove(config)
         finished = append_result(out, result)  # the row first: a kill from here on loses nothing
         settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "verbose")}
         write_hparams(config.paths.tensorboard(), config.name, settings, result)
         shutil.rmtree(config.paths.backup_root, ignore_errors=True)
-        left = sum(_estimate(c, finished) for c in pending[index + 1 :])
+        left = sum(_estimate(c, finished) for c in left_to_run) / getattr(executor, "parallel_runs", 1)
         echo(
             f"[{len(configs) - len(pending) + index + 1}/{len(configs)} | elapsed {_clock(time.time() - started)}"
             f" | ~{_clock(left)} left] {config.strategy} {config.network} N={samples_label(config.samples_per_class)}"
@@ -173,6 +174,7 @@ def compare(
     baseline: str | None = None,
     keep_models: str = "best",
     echo=print,
+    executor=None,
     **fields,
 ) -> tuple[pd.DataFrame, str]:
     """The whole comparison: a preset with overrides, run resumably, then summary and plots.
@@ -194,6 +196,7 @@ def compare(
         keep_models: "best" (the model validation picks per strategy and N), "all", or "none" (under
             `<out>/models/`, see `inference`).
         echo: where progress and the summary go.
+        executor: where runs execute (see `run_grid`); default one after another in this process.
         **fields: `RunConfig` fields that override the preset's.
 
     Returns:
@@ -209,6 +212,7 @@ def compare(
         "keep_models": keep_models,
         "echo": echo,
         "course": preset == "course",
+        "executor": executor,
     }
     overrides = {"strategy_names": strategy_names, "samples_per_class": samples_per_class, "seeds": seeds, **fields}
     if "parts" not in settings:
@@ -260,7 +264,7 @@ def _compare(settings: dict, out: str, overrides: dict, options: dict) -> tuple[
     configs = expand(chosen, samples, seeds, **settings)
     check_output_folder(out)
     with lock(out):  # one writer from the first run to the last plot
-        results = run_grid(configs, out, quiet=options["quiet"], echo=options["echo"])
+        results = run_grid(configs, out, quiet=options["quiet"], echo=options["echo"], executor=options["executor"])
         if options["keep_models"] == "best":
             _remove_unpicked_models(results, out)
         text = report(results, out, order=chosen, baseline=options["baseline"], course=options["course"])

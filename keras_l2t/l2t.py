@@ -56,6 +56,19 @@ def _default_pairs(method: str, source_shapes, target_shapes) -> list[tuple[int,
     return pairs
 
 
+def replicas() -> int:
+    """How many replicas train in sync (1 outside a `tf.distribute` strategy)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def sum_over_replicas(values: list) -> list:
+    """Sum tensors over the replicas of the current strategy (differentiable: the gradient of a sum is a sum)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
 class L2TModel(keras.Model):
     """Train a target network with (meta-)weighted feature matching against a frozen source network.
 
@@ -232,10 +245,12 @@ class L2TModel(keras.Model):
         return cross_entropy, matching_loss, logits, statistics
 
     def _sgd(self, theta, velocity, loss_function):
+        """One differentiable look-ahead step, the same on every replica (its gradient is the global batch's)."""
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            loss = loss_function(theta)
+            loss = loss_function(theta) / replicas()  # summed over replicas: the global batch's mean
         gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        gradients = sum_over_replicas(gradients)
         rate = tf.cast(self.optimizer.learning_rate, theta[0].dtype)
         momentum, decay = self.optimizer.momentum, self.optimizer.coupled_weight_decay
         steps = [
@@ -279,7 +294,8 @@ class L2TModel(keras.Model):
         """
         with tf.GradientTape() as tape:
             outer = self.lookahead_loss(inputs, labels, source_maps)
-        return outer, tape.gradient(outer, self.phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            scaled = outer / replicas()  # the meta optimizer sums the replicas' gradients
+        return outer, tape.gradient(scaled, self.phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     # ---------------------------------------------------------------------------------- fit / evaluate
 
@@ -294,7 +310,8 @@ class L2TModel(keras.Model):
                 theta, inputs, labels, source_maps, weights
             )
             loss = cross_entropy + self.beta * matching_loss
-        gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            scaled = loss / replicas()  # the optimizer sums the replicas' gradients: the global batch's mean
+        gradients = tape.gradient(scaled, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         self.optimizer.apply_gradients(zip(gradients, self.theta, strict=True))
         for variable, value in zip(self.target_features.non_trainable_variables, statistics, strict=True):
             variable.assign(value)  # BatchNorm statistics move once per step, never in the look-ahead
@@ -315,7 +332,8 @@ class L2TModel(keras.Model):
 
     def _meta_step(self, inputs, labels, source_maps):
         meta_loss, meta_gradients = self.meta_gradients(inputs, labels, source_maps)
-        meta_gradients = [g + self.meta_weight_decay * p for g, p in zip(meta_gradients, self.phi, strict=True)]
+        decay = self.meta_weight_decay / replicas()  # added on each replica, then summed with the gradients
+        meta_gradients = [g + decay * p for g, p in zip(meta_gradients, self.phi, strict=True)]
         self.meta_optimizer.apply_gradients(zip(meta_gradients, self.phi, strict=True))
         return meta_loss
 

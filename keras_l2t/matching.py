@@ -235,7 +235,9 @@ def exact_moments(layer, inputs, mask):
 
     Keras 3's TensorFlow `BatchNormalization` uses `tf.nn.moments`, which stops the gradient of the mean
     inside the variance: exact to first order, wrong for the second-order gradients of the meta step.
-    Installed on a layer by `use_exact_batch_norm`; the forward values are the same.
+    Installed on a layer by `use_exact_batch_norm`; the forward values are the same. Under a `tf.distribute`
+    strategy with several replicas, the moments are the global batch's (summed over replicas, still differentiable
+    to any order), so that a 2-replica step equals the 1-device step on the same global batch.
 
     Args:
         layer: the BatchNormalization layer.
@@ -249,8 +251,16 @@ def exact_moments(layer, inputs, mask):
     if mask is not None:
         raise ValueError("exact batch moments do not support masks")
     axes = keras_internals.batch_norm_axes(layer)
-    mean = tf.reduce_mean(inputs, axis=axes, keepdims=True)
-    variance = tf.reduce_mean(tf.square(inputs - mean), axis=axes, keepdims=True)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:  # the global batch's moments, on every replica
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+        total, count = context.all_reduce("sum", [tf.reduce_sum(inputs, axis=axes, keepdims=True), count])
+        mean = total / count
+        variance = context.all_reduce("sum", tf.reduce_sum(tf.square(inputs - mean), axis=axes, keepdims=True))
+        variance = variance / count
+    else:
+        mean = tf.reduce_mean(inputs, axis=axes, keepdims=True)
+        variance = tf.reduce_mean(tf.square(inputs - mean), axis=axes, keepdims=True)
     return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
 
 

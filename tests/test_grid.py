@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import experiment, grid
+from keras_l2t import executors, experiment, grid
 from keras_l2t.callbacks import read_scalars
 
 
@@ -71,7 +71,7 @@ def test_a_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     options = dict(strategy_names=["scratch", "ufm"], samples_per_class=[2, 3], seeds=1, quiet=True)
     calls = []
-    real_run = grid.run
+    real_run = executors.run
 
     def interrupted_run(config, **options):
         calls.append(config.name)
@@ -81,12 +81,12 @@ def test_a_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
                 real_run(config, **options)
         return real_run(config, **options)
 
-    monkeypatch.setattr(grid, "run", interrupted_run)
+    monkeypatch.setattr(executors, "run", interrupted_run)
     with pytest.raises(KeyboardInterrupt):
         grid.compare("thesis", out=out, dataset=folder, **options, **SETTINGS, backup_every=1, backup_seconds=0)
     assert len(grid.read_results(out)) == 2  # the finished runs survive Ctrl-C
     assert (Path(out) / "backup" / calls[2] / "train" / "state.json").exists()  # and the interrupted one resumes
-    monkeypatch.setattr(grid, "run", real_run)
+    monkeypatch.setattr(executors, "run", real_run)
     lines = []
     results, text = grid.compare("thesis", out=out, dataset=folder, echo=lines.append, **options, **SETTINGS)
     assert lines[0].startswith("4 runs: 2 already finished, 2 to go")

@@ -13,7 +13,7 @@ import pytest
 from conftest import load_app, tiny_image_folder
 from PIL import Image
 
-from keras_l2t import data, grid, results, sources
+from keras_l2t import data, executors, grid, results, sources
 from keras_l2t.callbacks import RunBackup
 from keras_l2t.experiment import RunConfig
 from keras_l2t.torch_checkpoint import LEGACY_MAGIC_NUMBER, read_torch_checkpoint
@@ -178,7 +178,7 @@ def test_duplicate_strategies_and_seeds_are_run_once(tmp_path, monkeypatch):
         calls.append(config.key)
         return fake_result(config.seed)
 
-    monkeypatch.setattr(grid, "run", fake_run)
+    monkeypatch.setattr(executors, "run", fake_run)
     lines = []
     configs = grid.expand(["scratch", "scratch"], seeds=[0, 0], dataset="d")
     grid.run_grid(configs, str(tmp_path), echo=lines.append)
