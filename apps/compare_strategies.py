@@ -47,6 +47,10 @@ def sample_sizes(text: str) -> list:
     return [item if item == "all" else whole(item, 1) for item in comma_list(text)]
 
 
+def devices(text: str) -> int | str:
+    return text if text == "all" else whole(text, 1)
+
+
 def rate(text: str) -> float:
     try:
         value = float(text)
@@ -138,6 +142,18 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="one line per run, no progress bars")
     parser.add_argument(
+        "--devices",
+        type=devices,
+        help="train each run on N devices (GPUs) or all, under tf.distribute.MirroredStrategy; --batch-size is the "
+        "global batch (default 1)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["bfloat16", "float16"],
+        help="Keras mixed precision (mixed_bfloat16 / mixed_float16 with loss scaling); L2T methods keep their meta "
+        "step in float32. On a CPU without bfloat16 units it is slower, see the README",
+    )
+    parser.add_argument(
         "--executor",
         choices=["local", "ray"],
         default="local",
@@ -188,6 +204,8 @@ def main(argv=None) -> int:
         "patience": args.patience,
         "validate_every": args.validate_every,
         "backup_every": args.backup_every,
+        "devices": args.devices,
+        "mixed_precision": args.mixed_precision,
     }
     fields = {key: (None if value == "none" else value) for key, value in fields.items() if value is not None}
     try:

@@ -51,7 +51,7 @@ class MetaWeightsLogger(keras.callbacks.Callback):
         model = self.model
         if not model.pairs:
             return
-        source_maps = list(tf.nest.flatten(model.source_features(self.inputs, training=False)))
+        source_maps = model.source_maps(self.inputs)
         with self.writer.as_default(step=epoch):
             for index, (what, where, which) in enumerate(model.meta_weights(source_maps)):
                 pair = model.pairs[index]

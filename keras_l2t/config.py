@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 
-from keras_l2t import data, strategies
+from keras_l2t import data, hardware, strategies
 from keras_l2t.paths import RunPaths
 
 __all__ = ["ALL_SAMPLES", "RunConfig", "parse_samples", "samples_label"]
@@ -18,10 +18,11 @@ _LEAST = {
     "validate_every": 1, "feature_views": 1,
 }  # fmt: skip
 _OPTIONAL = ("samples_per_class", "image_size", "patience")
-_NOT_IN_KEY = ("out", "verbose", "backup_every", "backup_seconds", "keep_model")  # how a run is kept, not what it is
+_NOT_IN_KEY = ("out", "verbose", "backup_every", "backup_seconds", "keep_model", "devices")  # how, not what
 _KEY_SINCE = {
     "validate_every": 1,
     "feature_views": 10,
+    "mixed_precision": None,
 }  # fields added later: at these values (what runs did before) not in the key
 ALL_SAMPLES = "all"  # how tables, file names and the command line spell samples_per_class=None
 
@@ -74,6 +75,11 @@ class RunConfig:
         meta_every: L2T methods: the meta step every this many iterations (1, the reference, by default).
         fine_tune_epochs: two-phase recipe: after `epochs`, unfreeze the whole backbone for this many more.
         fine_tune_learning_rate: the rate of that second phase.
+        devices: train on this many devices (GPUs, else logical CPU devices) or "all", under MirroredStrategy
+            (`hardware.distribution`); `batch_size` is the global batch. Not in the key: N replicas take the
+            1-device step (tested to 1e-4).
+        mixed_precision: None (float32), "bfloat16" or "float16": Keras' mixed policy for the run
+            (`hardware.precision`); L2T methods keep the source maps and the meta step in float32.
         out: the output folder.
         verbose: Keras' progress output (0 silent, 1 bar, 2 a line per epoch).
         backup_every: back the run up every this many epochs under `<out>/backup/<run name>/`; an interrupted
@@ -112,6 +118,8 @@ class RunConfig:
     meta_every: int = 1
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
+    devices: int | str = 1
+    mixed_precision: str | None = None
     out: str = "runs"
     verbose: int = 1
     backup_every: int = 1
@@ -129,6 +137,12 @@ class RunConfig:
                 flag = "--" + field.replace("_", "-")
                 raise ValueError(f"{field} ({flag}) must be a whole number of at least {least}, got {value!r}.")
         data.augment_transforms(self.augment, 32)  # an unknown transform fails here, before any work
+        self.devices = hardware.parse_devices(self.devices)
+        if self.mixed_precision is not None and self.mixed_precision not in hardware.PRECISIONS:
+            raise ValueError(
+                f"mixed_precision (--mixed-precision) must be one of {', '.join(hardware.PRECISIONS)} or None, "
+                f"got {self.mixed_precision!r}."
+            )
         if self.learning_rate is not None and not (0 < self.learning_rate < float("inf")):
             raise ValueError(f"learning_rate (--learning-rate) must be a positive number, got {self.learning_rate!r}.")
         if isinstance(self.backup_seconds, bool) or not (0 <= self.backup_seconds < float("inf")):

@@ -23,11 +23,12 @@ import time
 import keras
 import numpy as np
 
-from keras_l2t import backbones, data, features, inference, strategies
+from keras_l2t import backbones, data, features, hardware, inference, strategies
 from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, PeriodicValidation, RunBackup
 from keras_l2t.config import ALL_SAMPLES, RunConfig, parse_samples, samples_label  # noqa: F401  (re-exported)
 from keras_l2t.l2t import L2TModel
 from keras_l2t.paths import FINE_TUNE
+from keras_l2t.trajectories import GammaSnapshots, WeightTrajectory, snapshot_epochs
 
 
 def load_data(config: RunConfig) -> data.Data:
@@ -108,14 +109,17 @@ def _callbacks(
     resumed = backup.saved_epoch()
     if resumed:
         _truncate_history(history_file, resumed)
+        _truncate_history(paths.trajectory(phase), resumed + 1)  # its first row is the initialisation
         print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
     callbacks = [PeriodicValidation(validation, config.validate_every)] if validation is not None else []
     callbacks += [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []
     callbacks += strategies.callbacks(model, config.epochs)  # with TerminateOnNaN: a diverged run stops
+    callbacks.append(WeightTrajectory(paths.trajectory(phase)))
     if config.resolved.meta and validation is not None:
         examples = next(iter(validation))[0][:8]
         callbacks.append(MetaWeightsLogger(examples, log_dir))
+        callbacks.append(GammaSnapshots(examples[:4], paths.gamma, snapshot_epochs(config.epochs)))
     return callbacks + [backup], early_stop, backup
 
 
@@ -188,19 +192,8 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
     started = time.time()
     keras.utils.set_random_seed(config.seed)  # before the pipelines: their augmentation ops take seeds from it
     splits = splits or load_data(config)
-    model = build_model(config, splits)
-    result = _fit(config, *_trained_part(config, model, splits), config.epochs)
-    if config.fine_tune_epochs:
-        result["test_accuracy_before_fine_tune"] = _test_accuracy(model, splits)
-        strategies.unfreeze(model, learning_rate=config.fine_tune_learning_rate)
-        fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase=FINE_TUNE)
-        fine_tuned["earlier_seconds"] += result["earlier_seconds"]
-        diverged = fine_tuned.pop("diverged_epoch")
-        result.update({key: value for key, value in fine_tuned.items() if key != "epochs_run"})
-        result["diverged_epoch"] = result["diverged_epoch"] or (diverged and diverged + result["epochs_run"])
-        result["epochs_run"] += fine_tuned["epochs_run"]
-        result["best_epoch"] += config.epochs
-    result.update(_test_results(config, model, splits))
+    with hardware.precision(config.mixed_precision), hardware.distribution(config.devices, config.batch_size).scope():
+        result, model = _train(config, splits)
     if config.keep_model:
         _keep(config, model, splits, result)
     result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
@@ -214,6 +207,24 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         "num_train": splits.counts["train"],
         **result,
     }
+
+
+def _train(config: RunConfig, splits: data.Data) -> tuple[dict, keras.Model]:
+    """Build, fit (both phases) and test the run's model; under the run's precision and devices."""
+    model = build_model(config, splits)
+    result = _fit(config, *_trained_part(config, model, splits), config.epochs)
+    if config.fine_tune_epochs:
+        result["test_accuracy_before_fine_tune"] = _test_accuracy(model, splits)
+        strategies.unfreeze(model, learning_rate=config.fine_tune_learning_rate)
+        fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase=FINE_TUNE)
+        fine_tuned["earlier_seconds"] += result["earlier_seconds"]
+        diverged = fine_tuned.pop("diverged_epoch")
+        result.update({key: value for key, value in fine_tuned.items() if key != "epochs_run"})
+        result["diverged_epoch"] = result["diverged_epoch"] or (diverged and diverged + result["epochs_run"])
+        result["epochs_run"] += fine_tuned["epochs_run"]
+        result["best_epoch"] += config.epochs
+    result.update(_test_results(config, model, splits))
+    return result, model
 
 
 def _trained_part(config: RunConfig, model: keras.Model, splits: data.Data) -> tuple[keras.Model, data.Data]:
@@ -250,9 +261,9 @@ def _test_results(config: RunConfig, model: keras.Model, splits: data.Data) -> d
         return {"test_accuracy": None, "per_class_accuracy": None}
     classes = splits.num_classes
     confusion = np.zeros((classes, classes), "int64")  # rows: true class, columns: predicted class
-    for images, labels in splits.test:
-        predicted = np.asarray(model.predict_on_batch(images)).argmax(axis=1)
-        np.add.at(confusion, (labels.numpy(), predicted), 1)
+    labels = np.concatenate([batch_labels.numpy() for _, batch_labels in splits.test])  # the test split is not shuffled
+    predicted = np.asarray(model.predict(splits.test, verbose=0)).argmax(axis=1)  # (predict_on_batch: every replica)
+    np.add.at(confusion, (labels, predicted), 1)
     os.makedirs(os.path.dirname(config.paths.confusion), exist_ok=True)
     with open(config.paths.confusion, "w") as file:
         json.dump({"class_names": splits.class_names, "confusion": confusion.tolist()}, file)

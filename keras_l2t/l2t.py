@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_l2t import backbones, matching
+from keras_l2t import backbones, hardware, matching
 from keras_l2t.optim import TorchAdam, TorchSGD, torch_sgd_step
 
 METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www")
@@ -177,6 +177,11 @@ class L2TModel(keras.Model):
             self.meta_optimizer.build(self.phi)
 
     @property
+    def target_optimizer(self) -> TorchSGD:
+        """The target's `TorchSGD` (unwrapped from the `LossScaleOptimizer` Keras adds under mixed_float16)."""
+        return getattr(self.optimizer, "inner_optimizer", self.optimizer)
+
+    @property
     def metrics(self):
         return [*self.trackers.values(), self.accuracy]
 
@@ -184,6 +189,22 @@ class L2TModel(keras.Model):
         return self.target(inputs, training=training)
 
     # ---------------------------------------------------------------------------------- the pieces
+
+    def source_maps(self, inputs) -> list:
+        """The frozen source's tapped features (inference mode, no gradient), in the matching dtype.
+
+        Args:
+            inputs: the batch.
+
+        Returns:
+            One map per source tap, computed in the variable dtype (float32 under a mixed policy: the meta step
+            depends on them, and bfloat16 maps alone turn its gradient, cosine 0.60 with the float32 one at the
+            reference rate 0.1; see `hardware.computing_in`).
+
+        """
+        with hardware.computing_in(self.source_features, self.theta[0].dtype):  # mixed policy: float32
+            maps = tf.nest.flatten(self.source_features(inputs, training=False))
+        return [tf.stop_gradient(tf.cast(x, self.theta[0].dtype)) for x in maps]
 
     def meta_weights(self, source_maps):
         """What, where and which weights of every pair (None where the method fixes them).
@@ -216,6 +237,7 @@ class L2TModel(keras.Model):
         count = len(self.target_features.trainable_variables)
         non_trainable = [variable.value for variable in self.target_features.non_trainable_variables]
         outputs, statistics = self.target_features.stateless_call(theta[:count], non_trainable, inputs, training=True)
+        outputs = [tf.cast(output, theta[0].dtype) for output in outputs]  # mixed precision: match in float32
         adapter_values = theta[count:]
         adapted = []
         for index, (_, n) in enumerate(self.pairs):
@@ -251,8 +273,9 @@ class L2TModel(keras.Model):
             loss = loss_function(theta) / replicas()  # summed over replicas: the global batch's mean
         gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         gradients = sum_over_replicas(gradients)
-        rate = tf.cast(self.optimizer.learning_rate, theta[0].dtype)
-        momentum, decay = self.optimizer.momentum, self.optimizer.coupled_weight_decay
+        optimizer = self.target_optimizer
+        rate = tf.cast(optimizer.learning_rate, theta[0].dtype)
+        momentum, decay = optimizer.momentum, optimizer.coupled_weight_decay
         steps = [
             torch_sgd_step(value, v, g, rate, momentum, decay)
             for value, v, g in zip(theta, velocity, gradients, strict=True)
@@ -262,7 +285,8 @@ class L2TModel(keras.Model):
     def lookahead_loss(self, inputs, labels, source_maps):
         """The outer objective of the meta step: CE after T matching look-ahead steps and one CE step.
 
-        Starts from the current target weights and momentum buffers; differentiable with respect to phi.
+        Starts from the current target weights and momentum buffers; differentiable with respect to phi. Under a
+        mixed policy it computes in the variable dtype (float32), see `hardware.computing_in`.
 
         Args:
             inputs: the (augmented) batch.
@@ -273,9 +297,13 @@ class L2TModel(keras.Model):
             The outer cross-entropy (scalar).
 
         """
+        with hardware.computing_in(self.target_features, self.theta[0].dtype):  # mixed policy: float32
+            return self._lookahead_loss(inputs, labels, source_maps)
+
+    def _lookahead_loss(self, inputs, labels, source_maps):
         weights = self.meta_weights(source_maps)
         theta = [tf.identity(variable.value) for variable in self.theta]
-        velocity = [tf.identity(buffer.value) for buffer in self.optimizer.velocity_for(self.theta)]
+        velocity = [tf.identity(buffer.value) for buffer in self.target_optimizer.velocity_for(self.theta)]
         for _ in range(self.inner_steps):
             theta, velocity = self._sgd(
                 theta, velocity, lambda t: self.beta * self.losses_at(t, inputs, labels, source_maps, weights)[1]
@@ -301,7 +329,7 @@ class L2TModel(keras.Model):
 
     def train_step(self, data):
         inputs, labels = data[0], data[1]
-        source_maps = [tf.stop_gradient(x) for x in tf.nest.flatten(self.source_features(inputs, training=False))]
+        source_maps = self.source_maps(inputs)
         weights = self.meta_weights(source_maps)
         theta = [variable.value for variable in self.theta]
         with tf.GradientTape() as tape:  # 1. the real step on theta
@@ -311,6 +339,7 @@ class L2TModel(keras.Model):
             )
             loss = cross_entropy + self.beta * matching_loss
             scaled = loss / replicas()  # the optimizer sums the replicas' gradients: the global batch's mean
+            scaled = self.optimizer.scale_loss(scaled)  # mixed_float16: Keras' LossScaleOptimizer unscales
         gradients = tape.gradient(scaled, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         self.optimizer.apply_gradients(zip(gradients, self.theta, strict=True))
         for variable, value in zip(self.target_features.non_trainable_variables, statistics, strict=True):

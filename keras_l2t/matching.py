@@ -110,9 +110,22 @@ def torch_uniform(fan_in: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def matching_dtype() -> str:
+    """The dtype of adapters, meta-networks and matching maps: the global policy's variable dtype.
+
+    Under a mixed policy ("mixed_bfloat16", "mixed_float16") the networks compute in 16 bits, but the taps are
+    cast to float32 before adapters and losses, and these small layers compute in float32 (one rule for all).
+    """
+    return keras.config.dtype_policy().variable_dtype
+
+
 def _built_dense(inputs: int, units: int, kernel_initializer, bias_initializer, name: str) -> keras.layers.Dense:
     layer = keras.layers.Dense(
-        units, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, name=name
+        units,
+        kernel_initializer=kernel_initializer,
+        bias_initializer=bias_initializer,
+        name=name,
+        dtype=matching_dtype(),
     )
     layer.build((None, inputs))
     return layer
@@ -181,7 +194,7 @@ class WhichNetwork(keras.layers.Layer):
     """
 
     def __init__(self, channels: int, pooled_size: int, name: str | None = None):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype=matching_dtype())
         self.pooled_size = pooled_size
         inputs = pooled_size * pooled_size
         cells = WHICH_GRID * WHICH_GRID

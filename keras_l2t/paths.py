@@ -97,6 +97,15 @@ class RunPaths:
         """The per-epoch CSV history of a phase."""
         return os.path.join(self.out, "history", self.name + phase + ".csv")
 
+    def trajectory(self, phase: str = "") -> str:
+        """The chosen target weights after each epoch of a phase (`trajectories.WeightTrajectory`)."""
+        return os.path.join(self.out, "trajectories", self.name + phase + ".csv")
+
+    @property
+    def gamma(self) -> str:
+        """L2T-www's which maps of a few validation images at chosen epochs (`trajectories.GammaSnapshots`)."""
+        return os.path.join(self.out, "gamma", self.name + ".npz")
+
     @property
     def model(self) -> str:
         """The run's kept model."""
@@ -122,5 +131,8 @@ class RunPaths:
             return
         for phase in ("", FINE_TUNE):
             shutil.rmtree(self.tensorboard(phase), ignore_errors=True)
-            if os.path.exists(self.history(phase)):
-                os.remove(self.history(phase))
+            for path in (self.history(phase), self.trajectory(phase)):
+                if os.path.exists(path):
+                    os.remove(path)
+        if os.path.exists(self.gamma):
+            os.remove(self.gamma)

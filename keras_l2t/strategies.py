@@ -306,7 +306,7 @@ def callbacks(model: keras.Model, epochs: int) -> list:
     """
     stop = [keras.callbacks.TerminateOnNaN()]
     if isinstance(model, L2TModel):
-        rate = float(model.optimizer.learning_rate)
+        rate = float(model.optimizer.learning_rate.numpy())  # (float() fails on a MirroredVariable)
         return stop + [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, rate))]
     return stop
 

@@ -1,13 +1,17 @@
 """One `fit` step on one device and under MirroredStrategy on two logical CPU devices, from the same weights.
 
     python tests/distributed_step.py SHARED [--pairs M:N,...] STRATEGY...
+    python tests/distributed_step.py SHARED --run STRATEGY...
+
 
 Run as its own process (logical devices must be set before TensorFlow starts). Prints one JSON line per strategy:
 the largest relative difference, over every trainable variable (target, adapters, meta-networks), between the
 variable's change under the 2-replica strategy and its change on one device, on the same 16 real CIFAR-10 images
-(the global batch). In float64: Adam's first step is lr * g / (|g| + eps), so a meta-gradient element near
-zero (2 % of them are below 1e-8, see benchmarks/reference_check.py) takes a full-size step whose sign float32
-rounding decides; in float64 every element's sign is the true one, and the comparison tests the algorithm.
+(the global batch). With --run: `experiment.run` of a 3-epoch run with `devices=1` and with `devices=2`, and the
+largest relative difference between their epochs' training losses. In float64: Adam's first step is
+lr * g / (|g| + eps), so a meta-gradient element near zero (2 % of them are below 1e-8, see
+benchmarks/reference_check.py) takes a full-size step whose sign float32 rounding decides; in float64 every
+element's sign is the true one, and the comparison tests the algorithm.
 """
 
 import json
@@ -26,7 +30,7 @@ keras.config.set_floatx("float64")
 keras.config.set_dtype_policy("float64")
 from PIL import Image  # noqa: E402
 
-from keras_l2t import strategies  # noqa: E402
+from keras_l2t import backbones, data, experiment, hardware, strategies  # noqa: E402
 from keras_l2t.l2t import L2TModel  # noqa: E402
 
 BATCH = 16
@@ -34,7 +38,7 @@ ROUNDING_FLOOR = 1e-9  # changes below this fraction of the largest are rounding
 
 
 def cifar_batch(shared: str):
-    """16 real CIFAR-10 training images (two per class of the first eight classes), as floats in [0, 255]."""
+    """16 real CIFAR-10 training images (two per class of the first eight classes), preprocessed as vgg9's."""
     root = f"{shared}/data/cifar10/train"
     classes = sorted(__import__("os").listdir(root))[:8]
     images, labels = [], []
@@ -42,7 +46,7 @@ def cifar_batch(shared: str):
         for index in range(2):
             images.append(np.asarray(Image.open(f"{root}/{name}/{index:04d}.jpg").convert("RGB"), "float64"))
             labels.append(label)
-    return np.stack(images), np.array(labels, "int64")
+    return np.asarray(backbones.spec("vgg9").preprocess(np.stack(images))), np.array(labels, "int64")
 
 
 def build(name: str, shared: str, pairs=None) -> keras.Model:
@@ -90,14 +94,55 @@ def relative_difference(single: list, mirrored: list) -> float:
     return worst
 
 
+def run_losses(name: str, devices: int, out: str) -> tuple[list[float], int]:
+    """The epoch losses of a 3-epoch `experiment.run` on 60 tiny images, and the replicas the model was built with."""
+    replicas, build = [], experiment.build_model
+
+    def recording_build(*args):
+        replicas.append(tf.distribute.get_strategy().num_replicas_in_sync)
+        return build(*args)
+
+    experiment.build_model = recording_build
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (60, 32, 32, 3), dtype="uint8"), np.arange(60) % 3
+    keras.utils.set_random_seed(0)  # the pipeline's augmentation seeds, as `experiment.run` sets them
+    backbone = "lenet5" if strategies.spec(name).family == "classic" else "vgg9"
+    # 40 train, 8 validation, 12 test, in batches that split evenly over 2 replicas (`hardware.distribution`). One
+    # training batch per epoch, not augmented: the epoch's loss does not depend on the order of the images in it
+    # (Keras' distributed input path shuffles in another order than the 1-device path, with the same seed)
+    splits = data.load((images, labels), backbone=backbone, validation=8, test_fraction=0.2, batch_size=40,
+                       augment="none")  # fmt: skip
+    options = {"source_weights": None} if backbone == "vgg9" else {"backbone": "lenet5", "weights": None}
+    config = experiment.RunConfig(name, dataset="tiny", epochs=3, devices=devices, out=out, verbose=0, batch_size=40,
+                                  augment="none", keep_model=False, **options)  # fmt: skip
+    experiment.run(config, splits)
+    experiment.build_model = build
+    return experiment._read_history(config.paths.history())["loss"], replicas[0]
+
+
+def compare_runs(names: list[str]) -> None:
+    """Print, per strategy, how far the 2-device run's epoch losses are from the 1-device run's."""
+    import tempfile
+
+    for name in names:
+        with tempfile.TemporaryDirectory() as out:
+            (single, one), (mirrored, two) = run_losses(name, 1, out + "/1"), run_losses(name, 2, out + "/2")
+        difference = max(abs(b - a) / abs(a) for a, b in zip(single, mirrored, strict=True))
+        print(json.dumps({"strategy": name, "replicas": [one, two], "loss_difference": difference,
+                          "losses": [single, mirrored]}), flush=True)  # fmt: skip
+
+
 def main() -> None:
+    if sys.argv[2] == "--run":
+        compare_runs(sys.argv[3:])
+        return
     shared, names, pairs = sys.argv[1], sys.argv[2:], None
     if names and names[0] == "--pairs":
         pairs = [tuple(int(index) for index in pair.split(":")) for pair in names[1].split(",")]
         names = names[2:]
     images, labels = cifar_batch(shared)
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]
-    distribution = tf.distribute.MirroredStrategy(devices)  # one per process: instances share collective keys
+    distribution = hardware.distribution(len(devices))  # one per process: instances share collective keys
     for name in names:
         single = change(name, shared, images, labels, pairs=pairs)
         mirrored = change(name, shared, images, labels, distribution, pairs)
