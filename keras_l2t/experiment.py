@@ -111,6 +111,10 @@ def _callbacks(
         _truncate_history(history_file, resumed)
         _truncate_history(paths.trajectory(phase), resumed + 1)  # its first row is the initialisation
         print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
+    else:  # a fresh start: records of an attempt without a backup would mix with this one's
+        for record in [paths.trajectory(phase)] + ([] if phase else [paths.gamma]):
+            if os.path.exists(record):
+                os.remove(record)
     callbacks = [PeriodicValidation(validation, config.validate_every)] if validation is not None else []
     callbacks += [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_l2t import keras_internals
+
 __all__ = ["GammaSnapshots", "WeightTrajectory", "plot_gamma", "plot_weight_trajectories", "snapshot_epochs"]
 
 
@@ -24,7 +26,7 @@ def trained_network(model: keras.Model) -> keras.Model:
 
 
 def chosen_weights(network: keras.Model, per_layer: int) -> list[tuple[str, keras.Variable, list[int]]]:
-    """Every kernel of a network with `per_layer` evenly spaced flat indices (the same for the same architecture).
+    """Every trained kernel of a network (nested models too) with `per_layer` evenly spaced flat indices.
 
     Args:
         network: the trained network.
@@ -35,7 +37,7 @@ def chosen_weights(network: keras.Model, per_layer: int) -> list[tuple[str, kera
 
     """
     chosen = []
-    for layer in network.layers:
+    for layer in keras_internals.all_layers(network):  # a classic model's backbone is a nested model
         kernel = getattr(layer, "kernel", None)
         if kernel is not None and layer.trainable_weights:
             size = int(np.prod(kernel.shape))
@@ -170,7 +172,7 @@ def plot_gamma(npz_path: str, path: str, pair: int | None = None) -> int:
     keys = [key for key in saved.files if key.startswith("epoch")]
     epochs = sorted({int(key[5:].split("_")[0]) for key in keys})
     if pair is None:
-        last = [saved[key] for key in sorted(keys) if key.startswith(f"epoch{epochs[-1]}_")]
+        last = [saved[f"epoch{epochs[-1]}_pair{index}"] for index in range(len(saved["pairs"]))]
         pair = int(np.argmax([np.mean(np.std(maps, axis=(1, 2))) for maps in last]))
     images = saved["images"]
     figure, axes = _figure(len(epochs) + 1, len(images), 1.8)
