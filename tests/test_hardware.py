@@ -54,8 +54,15 @@ def tiny_splits(backbone: str):
     return data.load((images, labels), backbone=backbone, validation=0.2, test_fraction=0.2, batch_size=16)
 
 
-@pytest.mark.parametrize("strategy", ["l2t_ww", "full_fine_tune"])
-def test_a_run_trains_under_mixed_bfloat16_with_finite_losses(strategy, tmp_path, monkeypatch):
+SLOW = pytest.mark.slow  # an L2T run: about a minute
+
+
+@pytest.mark.parametrize(
+    ("strategy", "mixed"),
+    [("full_fine_tune", "bfloat16"), ("full_fine_tune", "float16")]
+    + [pytest.param("l2t_ww", mixed, marks=SLOW) for mixed in hardware.PRECISIONS],
+)
+def test_a_run_trains_under_mixed_precision_with_finite_losses(strategy, mixed, tmp_path, monkeypatch):
     built, real_build = [], experiment.build_model
 
     def recording_build(*args):
@@ -64,12 +71,14 @@ def test_a_run_trains_under_mixed_bfloat16_with_finite_losses(strategy, tmp_path
 
     monkeypatch.setattr(experiment, "build_model", recording_build)
     options = {"source_weights": None} if strategy == "l2t_ww" else {"backbone": "lenet5", "weights": None}
-    config = RunConfig(strategy, dataset="tiny", epochs=2, mixed_precision="bfloat16", out=str(tmp_path),
+    config = RunConfig(strategy, dataset="tiny", epochs=2, mixed_precision=mixed, out=str(tmp_path),
                        verbose=0, keep_model=False, **options)  # fmt: skip
     result = experiment.run(config, tiny_splits(config.trained_network))
     network = built[0].target if strategy == "l2t_ww" else built[0]
     convolutions = [layer for layer in keras_internals.all_layers(network) if isinstance(layer, keras.layers.Conv2D)]
-    assert convolutions and all(layer.compute_dtype == "bfloat16" for layer in convolutions)  # it really was mixed
+    assert convolutions and all(layer.compute_dtype == mixed for layer in convolutions)  # it really was mixed
+    scaled = isinstance(built[0].optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (mixed == "float16")  # float16 needs loss scaling, bfloat16 has float32's range
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
     history = experiment._read_history(config.paths.history())
     assert len(history["loss"]) == 2 and all(math.isfinite(loss) for loss in history["loss"])
@@ -121,6 +130,7 @@ def distributed_differences(shared: Path, strategies_: list[str], pairs: str | N
 ALL_STEPPED = ["full_fine_tune", "scratch", "ufm", "l2t_ww", "l2t_www"]
 
 
+@pytest.mark.slow  # 2-4 minutes (a float64 second-order step traced twice in a subprocess)
 def test_a_two_replica_step_equals_the_one_device_step_on_one_pair(shared):
     """Every mechanism (replica-scaled losses, all-reduced look-ahead, global-batch BN moments) on one pair."""
     results = distributed_differences(shared, ["full_fine_tune", "l2t_www"], pairs="2:4")
@@ -138,6 +148,7 @@ def test_a_two_replica_step_equals_the_one_device_step_for_every_strategy(shared
         assert result["moved"] > 0 and result["relative_difference"] < TOLERANCE, result
 
 
+@pytest.mark.slow  # 5-12 minutes (four 3-epoch runs of vgg9 with the resnet32 source)
 def test_a_run_with_two_devices_trains_as_one_device(shared):
     """`RunConfig.devices=2` builds under MirroredStrategy and its epoch losses are those of `devices=1`.
 

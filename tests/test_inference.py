@@ -43,6 +43,7 @@ def test_predict_names_the_right_class_of_new_photos(trained, shared, tmp_path, 
     assert float(rows[1].split(",")[2]) > 0.5 and (tmp_path / "contact_sheet.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow  # about 2 minutes on a 2-core CPU (TFLite conversion, 1,000 photos)
 def test_the_tflite_export_agrees_with_the_keras_model(trained, shared, tmp_path):
     model_file = inference.resolve_model(str(trained))
     tflite = inference.export_file(model_file, str(tmp_path / "model.tflite"))

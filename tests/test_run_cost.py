@@ -91,10 +91,13 @@ def test_new_fields_at_their_defaults_keep_the_keys_of_earlier_runs():
         for k, v in dataclasses.asdict(config).items()
         if k
         not in ("out", "verbose", "backup_every", "backup_seconds", "keep_model", "validate_every", "feature_views")
+        + ("devices", "mixed_precision")  # issue 15
     }
     assert config.key == hashlib.sha1(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
     assert dataclasses.replace(config, validate_every=5).key != config.key
     assert dataclasses.replace(config, backup_seconds=60).key == config.key  # how a run is kept, not what it is
+    assert dataclasses.replace(config, devices=2).key == config.key  # where it trains, not what it is
+    assert dataclasses.replace(config, mixed_precision="bfloat16").key != config.key
 
 
 @pytest.mark.parametrize("strategy", strategies.names("classic"))
