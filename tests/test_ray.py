@@ -103,6 +103,29 @@ def test_a_run_whose_worker_is_killed_resumes_and_every_run_is_recorded_once(fol
     assert not (out / "backup").exists() or not any((out / "backup").iterdir())
 
 
+def test_a_ray_grid_runs_every_run_once_in_ray_workers_and_the_driver_writes_the_rows(folder, tmp_path, monkeypatch):
+    import ray
+
+    from keras_l2t import grid
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("a run trained in the driver, not in a Ray worker")
+
+    monkeypatch.setattr(executors, "run", not_here)  # the workers import their own, unpatched copy
+    configs = grid.expand(["scratch"], samples_per_class=[4], seeds=2, dataset=folder, family="classic",
+                          backbone="lenet5", weights=None, epochs=2, batch_size=8, validation=3)  # fmt: skip
+    lines = []
+    try:
+        results = grid.run_grid(configs, str(tmp_path), quiet=True, echo=lines.append, executor=executors.make("ray"))
+    finally:
+        ray.shutdown()
+    assert sorted(results["key"]) == sorted(config.key for config in configs) and len(results) == 2
+    assert (results["epochs_run"] == 2).all() and results["test_accuracy"].between(0, 1).all()
+    assert lines[0].startswith("2 runs: 0 already finished, 2 to go") and lines[-1].startswith("[2/2 |")
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 3  # header and one row per run
+    assert not any((tmp_path / "backup").iterdir())  # each backup removed once its row was written
+
+
 def test_executor_names_and_options_are_checked():
     with pytest.raises(ValueError, match="local, ray"):
         executors.make("dask")
