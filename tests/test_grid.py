@@ -105,6 +105,7 @@ def test_a_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     assert again[0].startswith("4 runs: 4 already finished, 0 to go") and len(grid.read_results(out)) == 4
 
 
+@pytest.mark.slow  # about a minute: a whole preset grid on tiny data
 def test_the_quick_preset_runs_both_families_in_their_own_folders_and_sums_them_up(folder, tmp_path):
     out = tmp_path / "quick"
     lines = []
@@ -127,6 +128,7 @@ def test_the_quick_preset_runs_both_families_in_their_own_folders_and_sums_them_
         grid.compare("quick", out=str(out), dataset=folder, strategy_names=["nonexistent_strategy"])
 
 
+@pytest.mark.slow  # about a minute: a whole preset grid on tiny data
 def test_course_preset_prints_the_course_table(folder, tmp_path):
     lines = []
     _, text = grid.compare(

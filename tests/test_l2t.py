@@ -255,7 +255,9 @@ def test_torch_adam_matches_pytorch_where_keras_adam_does_not():
     assert np.abs(keras_adam - expected)[1:].max() > 1e-5  # a sizeable share of the 3e-4 moved in three steps
 
 
-@pytest.mark.parametrize("method", META_METHODS)
+@pytest.mark.parametrize(  # the last meta method (L2T-www, every meta-network) in the default run, the others slow
+    "method", [pytest.param(method, marks=pytest.mark.slow) for method in META_METHODS[:-1]] + [META_METHODS[-1]]
+)
 def test_a_run_backup_restores_target_meta_networks_and_both_optimizers(method, tmp_path):
     inputs, labels = batch()
     model = tiny_model(method)

@@ -49,7 +49,16 @@ def overrides(name: str, shared: Path, tmp_path: Path) -> dict:
     }[name]
 
 
-@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda path: path.stem)
+# the L2T notebook in the default run; the other two (about a minute each) are slow: their library paths have tests
+DEFAULT_NOTEBOOK = "02_l2t_with_fit"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path if path.stem == DEFAULT_NOTEBOOK else pytest.param(path, marks=pytest.mark.slow)
+     for path in sorted(NOTEBOOKS.glob("*.ipynb"))],
+    ids=lambda path: path.stem,
+)  # fmt: skip
 def test_notebook_runs(path, shared, tmp_path):
     book = nbformat.read(path, as_version=4)
     position = next(i for i, cell in enumerate(book.cells) if "parameters" in cell.metadata.get("tags", []))
