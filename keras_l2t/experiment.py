@@ -111,19 +111,16 @@ def _callbacks(
         _truncate_history(history_file, resumed)
         _truncate_history(paths.trajectory(phase), resumed + 1)  # its first row is the initialisation
         print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
-    else:  # a fresh start: records of an attempt without a backup would mix with this one's
-        for record in [paths.trajectory(phase)] + ([] if phase else [paths.gamma]):
-            if os.path.exists(record):
-                os.remove(record)
     callbacks = [PeriodicValidation(validation, config.validate_every)] if validation is not None else []
     callbacks += [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []
     callbacks += strategies.callbacks(model, config.epochs)  # with TerminateOnNaN: a diverged run stops
-    callbacks.append(WeightTrajectory(paths.trajectory(phase)))
+    callbacks.append(WeightTrajectory(paths.trajectory(phase), append=bool(resumed)))
     if config.resolved.meta and validation is not None:
         examples = next(iter(validation))[0][:8]
         callbacks.append(MetaWeightsLogger(examples, log_dir))
-        callbacks.append(GammaSnapshots(examples[:4], paths.gamma, snapshot_epochs(config.epochs)))
+        kept = snapshot_epochs(config.epochs)
+        callbacks.append(GammaSnapshots(examples[:4], paths.gamma, kept, append=bool(resumed)))
     return callbacks + [backup], early_stop, backup
 
 

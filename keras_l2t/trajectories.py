@@ -50,21 +50,22 @@ class WeightTrajectory(keras.callbacks.Callback):
 
     Columns: `epoch` (0 is the initialisation), then `<layer>[<flat index>]` for `per_layer` evenly spaced
     elements of each kernel. Runs that share the architecture, initialisation and seed follow the same elements,
-    so `plot_weight_trajectories` can compare methods (the L2T-www thesis, Figure 36). A resumed run appends.
+    so `plot_weight_trajectories` can compare methods (the L2T-www thesis, Figure 36).
 
     Args:
         path: the CSV file.
         per_layer: elements followed per kernel.
+        append: keep an existing file's rows (a resumed run), as Keras' `CSVLogger(append=)`; False starts anew.
 
     """
 
-    def __init__(self, path: str, per_layer: int = 2):
+    def __init__(self, path: str, per_layer: int = 2, append: bool = True):
         super().__init__()
-        self.path, self.per_layer = path, per_layer
+        self.path, self.per_layer, self.append = path, per_layer, append
 
     def on_train_begin(self, logs=None):
         self.chosen = chosen_weights(trained_network(self.model), self.per_layer)
-        if os.path.exists(self.path):  # a resumed run: its rows so far are kept
+        if self.append and os.path.exists(self.path):  # a resumed run: its rows so far are kept
             return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         header = ["epoch"] + [f"{name}[{index}]" for name, _, indices in self.chosen for index in indices]
@@ -99,18 +100,20 @@ class GammaSnapshots(keras.callbacks.Callback):
         inputs: the fixed images (preprocessed).
         path: the `.npz` file.
         epochs: the 1-based epochs to keep (`snapshot_epochs`).
+        append: keep an existing file's snapshots (a resumed run); False starts anew.
 
     """
 
-    def __init__(self, inputs, path: str, epochs):
+    def __init__(self, inputs, path: str, epochs, append: bool = True):
         super().__init__()
-        self.inputs, self.path, self.epochs = inputs, path, set(epochs)
+        self.inputs, self.path, self.epochs, self.append = inputs, path, set(epochs), append
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 not in self.epochs or self.model.method != "l2t_www":
             return
         weights = self.model.meta_weights(self.model.source_maps(self.inputs))
-        saved = dict(np.load(self.path)) if os.path.exists(self.path) else {}
+        saved = dict(np.load(self.path)) if self.append and os.path.exists(self.path) else {}
+        self.append = True  # later epochs of this run add to this one's file
         saved.update({"images": np.asarray(self.inputs), "pairs": np.asarray(self.model.pairs)})
         for index, (_, _, which) in enumerate(weights):
             saved[f"epoch{epoch + 1}_pair{index}"] = tf.reduce_mean(which, axis=-1).numpy()
