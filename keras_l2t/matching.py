@@ -145,8 +145,10 @@ def make_adapter(target_channels: int, source_channels: int, name: str) -> keras
         A built Dense layer.
 
     """
-    init = torch_uniform(target_channels)
-    return _built_dense(target_channels, source_channels, init, init, name)
+    # two initializers: one instance would draw the bias as the kernel's first values (same seed)
+    return _built_dense(
+        target_channels, source_channels, torch_uniform(target_channels), torch_uniform(target_channels), name
+    )
 
 
 def make_what(source_channels: int, name: str) -> keras.layers.Dense:

@@ -121,7 +121,6 @@ def vgg9(input_shape=(32, 32, 3), num_classes: int | None = None, name: str = "v
         A `keras.Model`; its taps are `relu1`, `relu2`, `relu4`, `relu6`, `relu8` (before each max-pool).
 
     """
-    he_fan_out = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
     inputs = keras.Input(input_shape, name="image")
     x, conv_index, pool_index = inputs, 0, 0
     for item in VGG9_LAYOUT:
@@ -130,6 +129,8 @@ def vgg9(input_shape=(32, 32, 3), num_classes: int | None = None, name: str = "v
             x = layers.MaxPooling2D(2, name=f"pool{pool_index}")(x)
             continue
         conv_index += 1
+        # a new initializer per layer: Keras 3 draws the same values from one instance for the same shape
+        he_fan_out = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
         x = layers.Conv2D(item, 3, padding="same", kernel_initializer=he_fan_out, name=f"conv{conv_index}")(x)
         x = layers.ReLU(name=f"relu{conv_index}")(_batch_norm(f"bn{conv_index}")(x))
     if num_classes is not None:

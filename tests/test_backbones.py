@@ -44,6 +44,21 @@ def test_builds_taps_and_runs_at_minimum_size(name):
         assert feature.shape[0] == 2 and feature.ndim == 4 and np.all(np.isfinite(np.asarray(feature)))
     resolutions = [feature.shape[1] for feature in features]
     assert resolutions == sorted(resolutions, reverse=True), "taps are ordered from input to output"
+    assert not repeated_kernels(model), "layers of one shape must draw their own initial weights"
+
+
+def repeated_kernels(model: keras.Model) -> list[str]:
+    """Names of kernels equal to an earlier kernel of the same shape (one initializer instance reused)."""
+    seen, repeated = {}, []
+    for variable in model.trainable_weights:
+        if len(variable.shape) < 2:
+            continue
+        values = np.asarray(variable)
+        key = (tuple(values.shape), values.tobytes())
+        if key in seen and np.std(values) > 0:
+            repeated.append(f"{variable.path} == {seen[key]}")
+        seen.setdefault(key, variable.path)
+    return repeated
 
 
 @pytest.mark.parametrize("name", NAMES)

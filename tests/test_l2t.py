@@ -170,6 +170,13 @@ def test_errors_are_explained():
         L2TModel(source, backbones.build("lenet5", num_classes=10), method="ufm")
 
 
+def test_an_adapter_draws_its_bias_apart_from_its_kernel():
+    adapter = matching.make_adapter(64, 32, "adapter")
+    kernel, bias = (np.asarray(variable) for variable in (adapter.kernel, adapter.bias))
+    assert np.all(np.abs(kernel) <= 1 / 8) and np.all(np.abs(bias) <= 1 / 8) and np.std(bias) > 0
+    assert not np.allclose(bias, kernel.ravel()[: bias.size])
+
+
 def test_which_network_starts_at_one_and_stays_non_negative():
     layer = matching.WhichNetwork(4, 4)
     gamma = layer(tf.random.normal((2, 16, 16, 4)), output_size=(8, 8))
