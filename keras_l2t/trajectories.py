@@ -162,6 +162,8 @@ def plot_weight_trajectories(files: dict[str, str], path: str, weights: int = 6)
 def plot_gamma(npz_path: str, path: str, pair: int | None = None) -> int:
     """The images (top row) and their channel-mean gamma at each kept epoch (one row per epoch) for one pair.
 
+    The colour scale is centred on 1 (gamma's start, uniform weighting) and shared by all maps of the figure.
+
     Args:
         npz_path: a `GammaSnapshots` file.
         path: the PNG to write.
@@ -178,13 +180,15 @@ def plot_gamma(npz_path: str, path: str, pair: int | None = None) -> int:
         last = [saved[f"epoch{epochs[-1]}_pair{index}"] for index in range(len(saved["pairs"]))]
         pair = int(np.argmax([np.mean(np.std(maps, axis=(1, 2))) for maps in last]))
     images = saved["images"]
+    # gamma starts at exactly 1 (uniform); one scale centred there for every map, so epochs compare by eye
+    reach = max(float(np.max(np.abs(saved[f"epoch{epoch}_pair{pair}"] - 1.0))) for epoch in epochs) + 1e-6
     figure, axes = _figure(len(epochs) + 1, len(images), 1.8)
     for column, image in enumerate(images):
         shown = (image - image.min()) / (np.ptp(image) + 1e-12)
         axes[0, column].imshow(shown)
         for row, epoch in enumerate(epochs, start=1):
             maps = saved[f"epoch{epoch}_pair{pair}"]
-            drawn = axes[row, column].imshow(maps[column], cmap="viridis", vmin=0, vmax=maps.max())
+            drawn = axes[row, column].imshow(maps[column], cmap="coolwarm", vmin=1 - reach, vmax=1 + reach)
             axes[row, 0].set_ylabel(f"epoch {epoch}", fontsize=8)
         figure.colorbar(drawn, ax=axes[-1, column], fraction=0.05)
     for axis in axes.flat:
