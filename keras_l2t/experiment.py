@@ -28,7 +28,7 @@ from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, PeriodicValid
 from keras_l2t.config import ALL_SAMPLES, RunConfig, parse_samples, samples_label  # noqa: F401  (re-exported)
 from keras_l2t.l2t import L2TModel
 from keras_l2t.paths import FINE_TUNE
-from keras_l2t.trajectories import GammaSnapshots, WeightTrajectory, snapshot_epochs
+from keras_l2t.trajectories import GammaSnapshots, WeightTrajectory, examples_of_distinct_classes, snapshot_epochs
 
 
 def load_data(config: RunConfig) -> data.Data:
@@ -117,7 +117,7 @@ def _callbacks(
     callbacks += strategies.callbacks(model, config.epochs)  # with TerminateOnNaN: a diverged run stops
     callbacks.append(WeightTrajectory(paths.trajectory(phase), append=bool(resumed)))
     if config.resolved.meta and validation is not None:
-        examples = next(iter(validation))[0][:8]
+        examples = examples_of_distinct_classes(validation, 8)
         callbacks.append(MetaWeightsLogger(examples, log_dir))
         kept = snapshot_epochs(config.epochs)
         callbacks.append(GammaSnapshots(examples[:4], paths.gamma, kept, append=bool(resumed)))

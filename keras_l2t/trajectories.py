@@ -17,7 +17,14 @@ import tensorflow as tf
 
 from keras_l2t import keras_internals
 
-__all__ = ["GammaSnapshots", "WeightTrajectory", "plot_gamma", "plot_weight_trajectories", "snapshot_epochs"]
+__all__ = [
+    "GammaSnapshots",
+    "WeightTrajectory",
+    "examples_of_distinct_classes",
+    "plot_gamma",
+    "plot_weight_trajectories",
+    "snapshot_epochs",
+]
 
 
 def trained_network(model: keras.Model) -> keras.Model:
@@ -87,6 +94,34 @@ class WeightTrajectory(keras.callbacks.Callback):
 def snapshot_epochs(epochs: int) -> list[int]:
     """The epochs at which gamma maps are kept: the first, a quarter, half way and the last (1-based)."""
     return sorted({1, max(1, round(epochs / 4)), max(1, round(epochs / 2)), epochs})
+
+
+def examples_of_distinct_classes(batches, count: int) -> np.ndarray:
+    """The first image of each class met in `batches`, up to `count` (then other images if classes run out).
+
+    A sorted split starts with one class; these examples show the maps of several.
+
+    Args:
+        batches: an iterable of (images, labels) batches, labels as indices or one-hot.
+        count: how many images to return.
+
+    Returns:
+        An array of at most `count` images.
+
+    """
+    chosen, classes, others = [], set(), []
+    for images, labels in batches:
+        labels = np.asarray(labels)
+        labels = labels.argmax(-1) if labels.ndim > 1 else labels
+        for image, label in zip(np.asarray(images), labels, strict=True):
+            if int(label) not in classes:
+                classes.add(int(label))
+                chosen.append(image)
+            elif len(others) < count:
+                others.append(image)
+        if len(chosen) >= count:
+            break
+    return np.stack((chosen + others)[:count])
 
 
 class GammaSnapshots(keras.callbacks.Callback):

@@ -177,12 +177,19 @@ def test_the_run_folder_layout_has_one_owner(tmp_path):
     from keras_l2t.paths import FINE_TUNE, GridPaths
 
     images = np.random.default_rng(4).integers(0, 256, (40, 32, 32, 3), dtype="uint8")
-    splits = data.load((images, np.arange(40) % 2), backbone="vgg9", validation=0.2, test_fraction=0.2)
+    sorted_labels = np.arange(40) // 20  # a class-sorted validation split: class 0's images first
+    splits = data.load((images, sorted_labels), backbone="vgg9", validation=0.2, test_fraction=0.2)
     config = RunConfig("l2t_ww", dataset="tiny", source_weights=None, epochs=1, out=str(tmp_path), verbose=0)
     model = strategies.build("l2t_ww", num_classes=2, source_weights=None, target="vgg9")
     callbacks, _, backup = experiment._callbacks(config, model, splits)
     paths = GridPaths(str(tmp_path)).run(config.name)
     logger = next(callback for callback in callbacks if isinstance(callback, MetaWeightsLogger))
     assert logger.log_dir == str(tmp_path / "tb" / config.name / "meta")  # not meta/meta
+    label_of = {
+        np.asarray(image).tobytes(): int(np.argmax(label) if np.ndim(label) else label)
+        for images_, labels in splits.validation
+        for image, label in zip(np.asarray(images_), np.asarray(labels), strict=True)
+    }
+    assert {label_of[np.asarray(image).tobytes()] for image in logger.inputs[:2]} == {0, 1}  # both classes shown
     assert backup.backup_dir == paths.backup() == str(tmp_path / "backup" / config.name / "train")
     assert paths.history(FINE_TUNE) == str(tmp_path / "history" / f"{config.name}-fine_tune.csv")

@@ -120,3 +120,13 @@ def test_an_l2t_www_run_records_its_weight_trajectory_and_gamma_maps(tmp_path):
     drawn = trajectories.plot_gamma(paths.gamma, str(tmp_path / "gamma.png"))
     spread = [np.mean(np.std(saved[f"epoch2_pair{k}"], axis=(1, 2))) for k in range(pairs)]
     assert drawn == int(np.argmax(spread)) and (tmp_path / "gamma.png").stat().st_size > 10_000
+
+
+def test_examples_come_from_distinct_classes_across_batches_then_fill_up():
+    sorted_batches = [  # a class-sorted split: the first batch holds class 0 only
+        (np.full((3, 2, 2, 3), 0.0), np.array([0, 0, 0])),
+        (np.stack([np.full((2, 2, 3), value) for value in (1.0, 1.5, 2.0)]), np.eye(3)[[1, 1, 2]]),
+    ]
+    examples = trajectories.examples_of_distinct_classes(sorted_batches, 4)
+    assert [float(image[0, 0, 0]) for image in examples] == [0.0, 1.0, 2.0, 0.0]
+    assert len(trajectories.examples_of_distinct_classes(sorted_batches, 2)) == 2
