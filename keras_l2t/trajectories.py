@@ -96,7 +96,7 @@ def snapshot_epochs(epochs: int) -> list[int]:
     return sorted({1, max(1, round(epochs / 4)), max(1, round(epochs / 2)), epochs})
 
 
-def examples_of_distinct_classes(batches, count: int) -> np.ndarray:
+def examples_of_distinct_classes(batches, count: int, scanned: int = 2048) -> np.ndarray:
     """The first image of each class met in `batches`, up to `count` (then other images if classes run out).
 
     A sorted split starts with one class; these examples show the maps of several.
@@ -104,13 +104,17 @@ def examples_of_distinct_classes(batches, count: int) -> np.ndarray:
     Args:
         batches: an iterable of (images, labels) batches, labels as indices or one-hot.
         count: how many images to return.
+        scanned: stop reading batches after this many images (a large split is not read through).
 
     Returns:
         An array of at most `count` images.
 
     """
-    chosen, classes, others = [], set(), []
+    chosen, classes, others, seen = [], set(), [], 0
     for images, labels in batches:
+        if seen >= scanned:
+            break
+        seen += len(images)
         labels = np.asarray(labels)
         labels = labels.argmax(-1) if labels.ndim > 1 else labels
         for image, label in zip(np.asarray(images), labels, strict=True):

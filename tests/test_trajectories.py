@@ -130,3 +130,5 @@ def test_examples_come_from_distinct_classes_across_batches_then_fill_up():
     examples = trajectories.examples_of_distinct_classes(sorted_batches, 4)
     assert [float(image[0, 0, 0]) for image in examples] == [0.0, 1.0, 2.0, 0.0]
     assert len(trajectories.examples_of_distinct_classes(sorted_batches, 2)) == 2
+    first_batch_only = trajectories.examples_of_distinct_classes(sorted_batches, 4, scanned=3)
+    assert [float(image[0, 0, 0]) for image in first_batch_only] == [0.0, 0.0, 0.0]
