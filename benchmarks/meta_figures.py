@@ -38,7 +38,7 @@ def weight_summary(files: dict[str, str]) -> None:
 def gamma_summary(npz_path: str) -> None:
     """Print, per kept epoch, gamma's spread over pixels and its change since the previous kept epoch."""
     saved = np.load(npz_path)
-    epochs = sorted({int(key[5:].split("_")[0]) for key in saved.files if key.startswith("epoch")})
+    epochs = trajectories.kept_epochs(saved)
     for pair in range(len(saved["pairs"])):
         previous = None
         for epoch in epochs:

@@ -21,6 +21,7 @@ __all__ = [
     "GammaSnapshots",
     "WeightTrajectory",
     "examples_of_distinct_classes",
+    "kept_epochs",
     "plot_gamma",
     "plot_weight_trajectories",
     "snapshot_epochs",
@@ -198,6 +199,19 @@ def plot_weight_trajectories(files: dict[str, str], path: str, weights: int = 6)
     return drawn
 
 
+def kept_epochs(saved) -> list[int]:
+    """The epochs a loaded `GammaSnapshots` file holds maps of, in order.
+
+    Args:
+        saved: the loaded `.npz` (keys `epoch<e>_pair<k>`).
+
+    Returns:
+        The sorted epochs.
+
+    """
+    return sorted({int(key[len("epoch") :].split("_")[0]) for key in saved.files if key.startswith("epoch")})
+
+
 def plot_gamma(npz_path: str, path: str, pair: int | None = None) -> int:
     """The images (top row) and their channel-mean gamma at each kept epoch (one row per epoch) for one pair.
 
@@ -213,8 +227,7 @@ def plot_gamma(npz_path: str, path: str, pair: int | None = None) -> int:
 
     """
     saved = np.load(npz_path)
-    keys = [key for key in saved.files if key.startswith("epoch")]
-    epochs = sorted({int(key[5:].split("_")[0]) for key in keys})
+    epochs = kept_epochs(saved)
     if pair is None:
         last = [saved[f"epoch{epochs[-1]}_pair{index}"] for index in range(len(saved["pairs"]))]
         pair = int(np.argmax([np.mean(np.std(maps, axis=(1, 2))) for maps in last]))
