@@ -74,7 +74,9 @@ def main() -> None:
     print(f"{len(fresh)} new run(s) recorded; {len(record)} in {args.record}\n")
     print(stats.accuracy_table(record, ORDER))
     against = stats.mann_whitney(record, ORDER, baseline="scratch")
-    print("\nAgainst scratch: " + ", ".join(f"{row.method} p = {row.p_value:.2g}" for row in against.itertuples()))
+    print(
+        "\nAgainst scratch: " + ", ".join(f"{row.method} p = {stats.p_value_text(row)}" for row in against.itertuples())
+    )
     print()
     print(stats.seed_table(record, ORDER))
     if args.per_class:

@@ -34,6 +34,26 @@ def _sample_sizes(results: pd.DataFrame) -> list:
     return numbers + [value for value in values if str(value) == "all"]
 
 
+def smallest_p_value(runs: int, baseline_runs: int) -> float:
+    """The smallest two-sided exact Mann-Whitney p-value that `runs` against `baseline_runs` values can give.
+
+    It comes when every value of one side is above every value of the other: 2 / C(n + m, n), at most 1. Below
+    SIGNIFICANCE only from 4 against 4 runs (or 3 against 5, 2 against 8) on; with fewer, no result can be
+    significant, whatever the accuracies.
+
+    Args:
+        runs: n, the method's runs.
+        baseline_runs: m, the baseline's runs.
+
+    Returns:
+        The p-value, 1 where either side has no run.
+
+    """
+    if runs < 1 or baseline_runs < 1:
+        return 1.0
+    return min(1.0, 2 / math.comb(runs + baseline_runs, runs))
+
+
 def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None) -> pd.DataFrame:
     """Two-sided Mann-Whitney U tests of test accuracy, per samples-per-class value.
 
@@ -43,7 +63,9 @@ def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None)
         baseline: compare every method with this one; None compares each with the previous in `order`.
 
     Returns:
-        Rows (samples_per_class, method, baseline, runs, baseline_runs, U, p_value, significant).
+        Rows (samples_per_class, method, baseline, runs, baseline_runs, U, p_value, significant,
+        too_few_runs); `too_few_runs` is True where no outcome could reach p < SIGNIFICANCE with these run counts
+        (see `smallest_p_value`), so the p-value says nothing about the methods.
 
     """
     methods, rows = _order(results, order), []
@@ -60,8 +82,12 @@ def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None)
                 u, p = float(test.statistic), float(test.pvalue)
             else:
                 u, p = float("nan"), float("nan")
-            rows.append((samples, method, against, len(a), len(b), u, p, bool(p < SIGNIFICANCE)))
-    columns = ["samples_per_class", "method", "baseline", "runs", "baseline_runs", "U", "p_value", "significant"]
+            too_few = smallest_p_value(len(a), len(b)) >= SIGNIFICANCE
+            rows.append((samples, method, against, len(a), len(b), u, p, bool(p < SIGNIFICANCE), too_few))
+    columns = [
+        "samples_per_class", "method", "baseline", "runs", "baseline_runs", "U", "p_value", "significant",
+        "too_few_runs",
+    ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -100,9 +126,25 @@ def accuracy_table(results: pd.DataFrame, order=None, baseline: str | None = Non
     lines += ["", "Two-sided Mann-Whitney U tests of test accuracy (* : p < 0.05):", ""]
     lines += ["| N | method | vs | U | p |", "|---|---|---|---|---|"]
     for row in tests.itertuples():
-        p = "n/a" if math.isnan(row.p_value) else f"{row.p_value:.3g}{' *' if row.significant else ''}"
-        lines.append(f"| {row.samples_per_class} | {row.method} | {row.baseline} | {row.U:g} | {p} |")
+        lines.append(f"| {row.samples_per_class} | {row.method} | {row.baseline} | {row.U:g} | {p_value_text(row)} |")
     return "\n".join(lines)
+
+
+def p_value_text(test) -> str:
+    """A test's p-value as the tables print it: `*` when significant, a note when the runs are too few.
+
+    Args:
+        test: a row of `mann_whitney` (itertuples).
+
+    Returns:
+        "n/a" without runs, else the p-value to 3 digits and its mark or note.
+
+    """
+    if math.isnan(test.p_value):
+        return "n/a"
+    if test.too_few_runs:
+        return f"{test.p_value:.3g} ({test.runs} v {test.baseline_runs} runs: too few for p < {SIGNIFICANCE:g})"
+    return f"{test.p_value:.3g}{' *' if test.significant else ''}"
 
 
 def seed_table(results: pd.DataFrame, order=None) -> str:

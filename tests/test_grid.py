@@ -156,6 +156,19 @@ def test_mann_whitney_against_a_baseline():
     assert "52.5 ± 1.9* (6)" in grid.stats.accuracy_table(results)
 
 
+@pytest.mark.parametrize("runs, baseline_runs, enough", [(1, 1, False), (3, 3, False), (3, 4, False), (4, 4, True),
+                                                           (3, 5, True), (2, 8, True), (2, 7, False)])  # fmt: skip
+def test_a_p_value_that_cannot_reach_significance_says_so(runs, baseline_runs, enough):
+    rows = [("a", 10, 0.1 + 0.01 * seed) for seed in range(baseline_runs)]
+    rows += [("b", 10, 0.5 + 0.01 * seed) for seed in range(runs)]  # every b above every a: the smallest p
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
+    test = grid.stats.mann_whitney(results).iloc[0]
+    assert test["p_value"] == pytest.approx(grid.stats.smallest_p_value(runs, baseline_runs))
+    assert test["too_few_runs"] == (not enough) and test["significant"] == enough
+    note = f"({runs} v {baseline_runs} runs: too few for p < 0.05)"
+    assert (note in grid.stats.accuracy_table(results)) == (not enough)
+
+
 def test_seed_table_puts_each_seed_in_its_column():
     rows = [("a", 10, 1, 0.25), ("b", 10, 0, 0.5), ("a", 10, 0, 0.125), ("a", 50, 0, 0.75)]
     results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "seed", "test_accuracy"])
