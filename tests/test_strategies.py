@@ -115,6 +115,8 @@ def test_scratch_with_a_target_trains_like_the_matching_methods():
     kinds = [type(callback).__name__ for callback in strategies.callbacks(model, epochs=10)]
     assert kinds == ["TerminateOnNaN", "LearningRateScheduler"]
     assert [type(c).__name__ for c in strategies.callbacks(build("scratch"), epochs=10)] == ["TerminateOnNaN"]
+    with pytest.warns(UserWarning, match="learning rate 0"):
+        strategies.callbacks(model, epochs=1)  # the reference schedule's only epoch would be its last, at rate 0
 
 
 def test_cosine_decay_when_the_run_length_is_known():
