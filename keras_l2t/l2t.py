@@ -183,9 +183,11 @@ class L2TModel(keras.Model):
 
     @property
     def metrics(self):
+        """The Mean trackers (loss, ce, matching, meta_loss) and accuracy, reset by `fit` at each epoch."""
         return [*self.trackers.values(), self.accuracy]
 
     def call(self, inputs, training=False):
+        """The target network's logits (the source and meta-networks play no part at inference)."""
         return self.target(inputs, training=training)
 
     # ---------------------------------------------------------------------------------- the pieces
@@ -328,6 +330,20 @@ class L2TModel(keras.Model):
     # ---------------------------------------------------------------------------------- fit / evaluate
 
     def train_step(self, data):
+        """One iteration of Jang et al. (2019), Algorithm 1: the real step on theta, then the meta step on phi.
+
+        theta <- SGD step on CE + beta * L_wfm (eq. 2, gamma-weighted for L2T-www) with phi fixed; then, for
+        l2t_ww / l2t_www (every `meta_every` iterations), phi <- Adam step on the gradient of the look-ahead CE
+        (`lookahead_loss`, eq. 5-6) plus weight decay. The order and the look-ahead follow the authors' code
+        (checked equal to it in float64, benchmarks/reference_check.py).
+
+        Args:
+            data: (images, labels) of one batch.
+
+        Returns:
+            The trackers' running means and accuracy, for `fit`'s logs.
+
+        """
         inputs, labels = data[0], data[1]
         source_maps = self.source_maps(inputs)
         weights = self.meta_weights(source_maps)
@@ -367,6 +383,7 @@ class L2TModel(keras.Model):
         return meta_loss
 
     def test_step(self, data):
+        """The target's cross-entropy and accuracy on one batch (inference mode), for `evaluate` and validation."""
         inputs, labels = data[0], data[1]
         logits = self.target(inputs, training=False)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
@@ -375,5 +392,6 @@ class L2TModel(keras.Model):
         return {"loss": self.trackers["loss"].result(), "accuracy": self.accuracy.result()}
 
     def predict_step(self, data):
+        """The target's logits for one batch (images, or (images, labels))."""
         inputs = data[0] if isinstance(data, (tuple, list)) else data
         return self.target(inputs, training=False)
