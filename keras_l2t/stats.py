@@ -65,7 +65,7 @@ def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None)
     Returns:
         Rows (samples_per_class, method, baseline, runs, baseline_runs, U, p_value, significant,
         too_few_runs); `too_few_runs` is True where no outcome could reach p < SIGNIFICANCE with these run counts
-        (see `smallest_p_value`), so the p-value says nothing about the methods.
+        (see `smallest_p_value`), so the p-value cannot show a difference between the methods.
 
     """
     methods, rows = _order(results, order), []
