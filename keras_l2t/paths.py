@@ -57,6 +57,11 @@ class GridPaths:
         return os.path.join(self.out, "confusion_matrix.png")
 
     @property
+    def per_class_plot(self) -> str:
+        """Test accuracy per class of an imbalanced grid's strategies."""
+        return os.path.join(self.out, "per_class_accuracy.png")
+
+    @property
     def tensorboard(self) -> str:
         """The TensorBoard root (`tensorboard --logdir` this)."""
         return os.path.join(self.out, "tb")

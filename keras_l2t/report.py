@@ -10,7 +10,10 @@ import pandas as pd
 from keras_l2t import stats, strategies
 from keras_l2t.paths import GridPaths
 
-__all__ = ["best_run", "picked_runs", "report", "still_climbing"]
+__all__ = [
+    "best_run", "per_class_means", "per_class_table", "picked_runs", "plot_confusion", "plot_per_class", "report",
+    "still_climbing",
+]  # fmt: skip
 
 CLIMB_MARGIN = 0.01  # a validation accuracy this much above the best of the earlier epochs is still climbing
 
@@ -53,7 +56,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
     text += _convergence_section(results, paths, order)
-    text += _per_class_section(results, order)
+    text += _per_class_section(results, paths, order)
     text += _meta_drift_section(results, paths)
     text += _models_section(results, paths)
     text += _confusion_section(results, paths)
@@ -65,23 +68,80 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
     return text
 
 
-def per_class_table(results: pd.DataFrame, order=None) -> str:
-    """Markdown: mean test accuracy of each class per strategy and N, the last (minority) class first."""
+def per_class_means(results: pd.DataFrame, order=None) -> pd.DataFrame:
+    """Mean test accuracy of each class per strategy and N, the last (minority) class first.
+
+    Args:
+        results: one row per run; rows without `per_class_accuracy` are left out.
+        order: strategies to keep, in this order (default: all, in order of appearance).
+
+    Returns:
+        One row per (strategy, samples_per_class) with a `runs` column, then one column per class (shares).
+
+    """
     rows = results[results["per_class_accuracy"].notna()] if "per_class_accuracy" in results else results.iloc[:0]
     if not len(rows):
-        return ""
+        return pd.DataFrame()
     parsed = [json.loads(text) for text in rows["per_class_accuracy"]]
     names = list(parsed[0])
     names = names[-1:] + names[:-1]  # the imbalanced protocol shrinks the last class
     table = pd.DataFrame(parsed, index=rows.index)[names]
     table["strategy"], table["samples_per_class"] = rows["strategy"], rows["samples_per_class"]
+    grouped = table.groupby(["strategy", "samples_per_class"], sort=False)
+    means = grouped[names].mean()
+    means.insert(0, "runs", grouped.size())
+    if order:
+        kept = [key for name in order for key in means.index if key[0] == name]
+        means = means.loc[kept]
+    return means
+
+
+def per_class_table(results: pd.DataFrame, order=None) -> str:
+    """Markdown: mean test accuracy of each class per strategy and N, the last (minority) class first."""
+    means = per_class_means(results, order)
+    if not len(means):
+        return ""
+    names = list(means.columns[1:])
     lines = ["| method | N | runs | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
-    for (method, samples), group in table.groupby(["strategy", "samples_per_class"], sort=False):
-        if order and method not in order:
-            continue
-        means = " | ".join(stats._percent(group[name].mean()) for name in names)
-        lines.append(f"| {method} | {samples} | {len(group)} | {means} |")
+    for (method, samples), row in means.iterrows():
+        values = " | ".join(stats._percent(row[name]) for name in names)
+        lines.append(f"| {method} | {samples} | {int(row['runs'])} | {values} |")
     return "\n".join(lines)
+
+
+def plot_per_class(results: pd.DataFrame, path: str, order=None):
+    """Grouped bars of test accuracy per class (the minority class first, shaded), a bar per strategy and N.
+
+    Args:
+        results: one row per run, with `per_class_accuracy`.
+        path: the PNG to write.
+        order: strategies in order.
+
+    Returns:
+        The matplotlib figure, or None when no run has per-class accuracy.
+
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    means = per_class_means(results, order)
+    if not len(means):
+        return None
+    names = list(means.columns[1:])
+    width = 0.8 / len(means)
+    figure = Figure(figsize=(2.5 + 0.7 * len(names), 4), layout="constrained")
+    axis = figure.subplots()
+    axis.axvspan(-0.5, 0.5, color="0.92", zorder=0)  # the minority class
+    for index, ((method, samples), row) in enumerate(means.iterrows()):
+        positions = np.arange(len(names)) - 0.4 + width * (index + 0.5)
+        label = f"{method}, N = {samples} ({int(row['runs'])} run{'s' if row['runs'] > 1 else ''})"
+        axis.bar(positions, 100 * row[names].to_numpy(float), width, label=label)
+    axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axis.set(ylabel="test accuracy (%)", ylim=(0, 100), xlim=(-0.5, len(names) - 0.5))
+    axis.set_title("test accuracy per class (minority class first, shaded)", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.savefig(path, dpi=110)
+    return figure
 
 
 def still_climbing(history_file: str, tail: float = 0.25, margin: float = CLIMB_MARGIN) -> bool | None:
@@ -120,12 +180,14 @@ def _convergence_section(results: pd.DataFrame, paths: GridPaths, order) -> str:
     return header + "\n".join(rows) + "\n"
 
 
-def _per_class_section(results: pd.DataFrame, order) -> str:
+def _per_class_section(results: pd.DataFrame, paths: GridPaths, order) -> str:
     imbalanced = results[results["imbalanced"].astype(bool)] if "imbalanced" in results else results.iloc[:0]
     table = per_class_table(imbalanced, order)
     if not table:
         return ""
-    return "\n## Test accuracy per class (imbalanced runs; the minority class first, %)\n\n" + table + "\n"
+    plot_per_class(imbalanced, paths.per_class_plot, order)
+    title = "\n## Test accuracy per class (imbalanced runs; the minority class first, %)\n\n"
+    return title + table + "\n\n![test accuracy per class](per_class_accuracy.png)\n"
 
 
 def _confusion_section(results: pd.DataFrame, paths: GridPaths) -> str:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import executors, experiment, grid
+from keras_l2t import executors, experiment, grid, report
 from keras_l2t.callbacks import read_scalars
 
 
@@ -243,3 +243,17 @@ def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):
     assert "## Test accuracy per class (imbalanced runs; the minority class first" in text
     assert "| method | N | runs | cow | ant | bee |" in text  # the shrunk last class first
     assert (out / "confusion_matrix.png").stat().st_size > 5_000 and "confusion_matrix.png" in text
+    assert (out / "per_class_accuracy.png").stat().st_size > 5_000 and "per_class_accuracy.png" in text
+
+
+def test_the_per_class_plot_draws_each_strategy_mean_minority_first(tmp_path):
+    rows = [("a", 100, '{"ant": 0.5, "bee": 0.25, "cow": 0.1}'), ("a", 100, '{"ant": 0.7, "bee": 0.75, "cow": 0.3}'),
+            ("b", 100, '{"ant": 0.9, "bee": 0.8, "cow": 0.6}')]  # fmt: skip
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "per_class_accuracy"])
+    figure = report.plot_per_class(results, str(tmp_path / "bars.png"), order=["b", "a"])
+    assert (tmp_path / "bars.png").stat().st_size > 5_000
+    axis = figure.axes[0]
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["cow", "ant", "bee"]
+    heights = [[bar.get_height() for bar in container] for container in axis.containers]
+    assert heights == [pytest.approx([60, 90, 80]), pytest.approx([20, 60, 50])]  # b, then a (mean of 2 runs)
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["b, N = 100 (1 run)", "a, N = 100 (2 runs)"]
