@@ -40,5 +40,5 @@ methods=$(missing $imbalanced l2t_www,l2t_ww,fm_uniform,scratch)
 if [ -n "$methods" ]; then
   compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
     "${lanes[@]}"
-  record runs/thesis_imbalanced $imbalanced --per-class
+  record runs/thesis_imbalanced $imbalanced --per-class --plot docs/imbalanced_per_class.png
 fi

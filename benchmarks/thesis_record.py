@@ -2,7 +2,8 @@
 
     python benchmarks/thesis_record.py [--out runs/thesis_n10] [--record docs/thesis_n10_runs.csv]
     python benchmarks/thesis_record.py --out runs/thesis_n50 --record docs/thesis_n50_runs.csv
-    python benchmarks/thesis_record.py --out runs/thesis_imbalanced --record docs/thesis_imbalanced_runs.csv --per-class
+    python benchmarks/thesis_record.py --out runs/thesis_imbalanced --record docs/thesis_imbalanced_runs.csv \
+        --per-class --plot docs/imbalanced_per_class.png
 
 `runs/` is not committed, and the machine that held seeds 0-3 of the grid was shut down with it (2026-11-25): the
 figures of those runs survive only as the README and session notes recorded them (test accuracy rounded to
@@ -12,7 +13,8 @@ finished run is never lost again, and prints the mean ± std table with Mann-Whi
 against the previous one, and against scratch) and the per-seed table, computed from the record by
 `keras_l2t.stats`. With `--missing SEED` it prints instead the methods that have no row for that seed yet (a comma
 list, for `benchmarks/thesis_protocol.sh`; `--methods` narrows the list). A record that does not exist yet starts
-empty. `--per-class` keeps each run's per-class test accuracy too and prints the per-class table (minority first).
+empty. `--per-class` keeps each run's per-class test accuracy too and prints the per-class table (minority first);
+`--plot PNG` draws it as bars too.
 """
 
 import argparse
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--missing", type=int, metavar="SEED", help="print the methods not yet recorded for SEED")
     parser.add_argument("--methods", default=",".join(ORDER), help="the methods --missing considers (comma list)")
     parser.add_argument("--per-class", action="store_true", help="record and print per-class test accuracy")
+    parser.add_argument("--plot", metavar="PNG", help="with --per-class: draw the per-class bar chart there too")
     args = parser.parse_args()
     columns = COLUMNS + ["per_class_accuracy"] if args.per_class else COLUMNS
     record = pd.DataFrame(columns=columns)
@@ -82,6 +85,8 @@ def main() -> None:
     if args.per_class:
         print("\nTest accuracy per class (%, the minority class first):\n")
         print(report.per_class_table(record, ORDER))
+        if args.plot and len(record):
+            report.plot_per_class(record, args.plot, ORDER)
 
 
 if __name__ == "__main__":
