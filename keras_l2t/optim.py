@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 
@@ -157,6 +158,12 @@ def reference_cosine(epochs: int, base_learning_rate: float = 0.1):
         A function epoch -> learning rate, for `keras.callbacks.LearningRateScheduler`.
 
     """
+    if epochs == 1:
+        warnings.warn(
+            "epochs=1: the reference cosine schedule runs a run's last epoch at learning rate 0, so a one-epoch run "
+            "does not train (every method ends where it started). Use 2 epochs or more.",
+            stacklevel=3,
+        )
 
     def schedule(epoch: int, current=None) -> float:
         return 0.5 * base_learning_rate * (1.0 + math.cos(math.pi * (epoch + 1) / epochs))

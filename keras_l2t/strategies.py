@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import warnings
 
 import keras
 
@@ -307,12 +306,6 @@ def callbacks(model: keras.Model, epochs: int) -> list:
     """
     stop = [keras.callbacks.TerminateOnNaN()]
     if isinstance(model, L2TModel):
-        if epochs == 1:
-            warnings.warn(
-                "epochs=1: the reference cosine schedule runs a run's last epoch at learning rate 0, so a one-epoch "
-                f"{model.method} run does not train (every method ends where it started). Use 2 epochs or more.",
-                stacklevel=2,
-            )
         rate = float(model.optimizer.learning_rate.numpy())  # (float() fails on a MirroredVariable)
         return stop + [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, rate))]
     return stop
