@@ -20,10 +20,13 @@ done
 # N = 50: 30 epochs (seed 0, in the README) leave scratch and UFM near chance after the schedule's early blow-up;
 # so the full 200 epochs, seed 0 (about 4.3 hours on the 2-core CPU of 2026-11-24, about 10 on that of 2026-11-30),
 # in docs/thesis_n50_runs.csv, one method per call. Then the imbalanced protocol (issue 19: nine classes at N = 100,
-# the last at 10), seed 0, in docs/thesis_imbalanced_runs.csv: one grid of its four methods, run by Ray two at a
-# time with one thread each, the longest first (on a 2-core CPU two one-thread L2T-www steps side by side took
-# 48.4 s, one two-thread step 30.2 s: 1.25 times the work per hour; measured 2026-12-03), or one after another
-# without Ray. Finished runs are recorded before and after each call; a recorded method is skipped.
+# the last at 10), seed 0, in docs/thesis_imbalanced_runs.csv: one method per call (two threads each), the
+# methods the thesis compares first, so that each finished run is recorded at once (runs/ was lost with its machine
+# twice, so a run that ends inside a session is worth most). THESIS_LANES=2 runs them instead as one grid on Ray,
+# two at a time with one thread each: more work per hour where threads scale badly (AVX2 EPYC of 2026-12-03: two
+# one-thread L2T-www steps side by side 48.4 s, one two-thread step 30.2 s, 1.25 times), little where they scale
+# (AVX-512 EPYC of 2026-12-06: 7.5 s side by side, 4.0 s alone, 1.07 times), and every run ends later.
+# Finished runs are recorded before and after each call; a recorded method is skipped.
 record() { python benchmarks/thesis_record.py --out "$1" --record "$2" "${@:3}"; }
 missing() { python benchmarks/thesis_record.py --record "$1" --methods "$2" --missing 0; }
 n50=docs/thesis_n50_runs.csv
@@ -34,11 +37,18 @@ for method in $(missing $n50 scratch,ufm,fm_uniform,l2t_ww,l2t_www | tr , ' '); 
 done
 imbalanced=docs/thesis_imbalanced_runs.csv
 [ -d runs/thesis_imbalanced ] && record runs/thesis_imbalanced $imbalanced --per-class
-lanes=()
-python -c "import ray" 2> /dev/null && lanes=(--executor ray --cpus-per-run 1)
-methods=$(missing $imbalanced l2t_www,l2t_ww,fm_uniform,scratch)
-if [ -n "$methods" ]; then
-  compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
-    "${lanes[@]}"
-  record runs/thesis_imbalanced $imbalanced --per-class --plot docs/imbalanced_per_class.png
+order=l2t_www,scratch,l2t_ww,fm_uniform
+if [ "${THESIS_LANES:-1}" = 2 ]; then
+  methods=$(missing $imbalanced $order)
+  [ -n "$methods" ] && compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 \
+    --imbalanced --executor ray --cpus-per-run 1
+  record runs/thesis_imbalanced $imbalanced --per-class
+else
+  for method in $(missing $imbalanced $order | tr , ' '); do
+    compare --strategies "$method" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced
+    record runs/thesis_imbalanced $imbalanced --per-class
+  done
 fi
+[ -z "$(missing $imbalanced $order)" ] && record runs/thesis_imbalanced $imbalanced --per-class \
+  --plot docs/imbalanced_per_class.png
+exit 0
