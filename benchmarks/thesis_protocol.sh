@@ -26,7 +26,8 @@ done
 # two at a time with one thread each: more work per hour where threads scale badly (AVX2 EPYC of 2026-12-03: two
 # one-thread L2T-www steps side by side 48.4 s, one two-thread step 30.2 s, 1.25 times), little where they scale
 # (AVX-512 EPYC of 2026-12-06: 7.5 s side by side, 4.0 s alone, 1.07 times), and every run ends later.
-# Finished runs are recorded before and after each call; a recorded method is skipped.
+# Finished runs are recorded (and docs/imbalanced_per_class.png redrawn) before and after each call; a recorded
+# method is skipped.
 record() { python benchmarks/thesis_record.py --out "$1" --record "$2" "${@:3}"; }
 missing() { python benchmarks/thesis_record.py --record "$1" --methods "$2" --missing 0; }
 n50=docs/thesis_n50_runs.csv
@@ -36,19 +37,19 @@ for method in $(missing $n50 scratch,ufm,fm_uniform,l2t_ww,l2t_www | tr , ' '); 
   record runs/thesis_n50 $n50
 done
 imbalanced=docs/thesis_imbalanced_runs.csv
-[ -d runs/thesis_imbalanced ] && record runs/thesis_imbalanced $imbalanced --per-class
+record_imbalanced() { record runs/thesis_imbalanced $imbalanced --per-class --plot docs/imbalanced_per_class.png; }
+[ -d runs/thesis_imbalanced ] && record_imbalanced
 order=l2t_www,scratch,l2t_ww,fm_uniform
 if [ "${THESIS_LANES:-1}" = 2 ]; then
   methods=$(missing $imbalanced $order)
-  [ -n "$methods" ] && compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 \
-    --imbalanced --executor ray --cpus-per-run 1
-  record runs/thesis_imbalanced $imbalanced --per-class
+  if [ -n "$methods" ]; then
+    compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
+      --executor ray --cpus-per-run 1
+    record_imbalanced
+  fi
 else
   for method in $(missing $imbalanced $order | tr , ' '); do
     compare --strategies "$method" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced
-    record runs/thesis_imbalanced $imbalanced --per-class
+    record_imbalanced
   done
 fi
-[ -z "$(missing $imbalanced $order)" ] && record runs/thesis_imbalanced $imbalanced --per-class \
-  --plot docs/imbalanced_per_class.png
-exit 0
