@@ -40,16 +40,10 @@ imbalanced=docs/thesis_imbalanced_runs.csv
 record_imbalanced() { record runs/thesis_imbalanced $imbalanced --per-class --plot docs/imbalanced_per_class.png; }
 [ -d runs/thesis_imbalanced ] && record_imbalanced
 order=l2t_www,scratch,l2t_ww,fm_uniform
-if [ "${THESIS_LANES:-1}" = 2 ]; then
-  methods=$(missing $imbalanced $order)
-  if [ -n "$methods" ]; then
-    compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
-      --executor ray --cpus-per-run 1
-    record_imbalanced
-  fi
-else
-  for method in $(missing $imbalanced $order | tr , ' '); do
-    compare --strategies "$method" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced
-    record_imbalanced
-  done
-fi
+calls=$(missing $imbalanced $order | tr , ' ') lanes=()  # one call per method, or one call for all of them on Ray
+[ "${THESIS_LANES:-1}" = 2 ] && calls=$(missing $imbalanced $order) lanes=(--executor ray --cpus-per-run 1)
+for methods in $calls; do
+  compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
+    "${lanes[@]}"
+  record_imbalanced
+done
