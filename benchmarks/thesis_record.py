@@ -13,8 +13,8 @@ finished run is never lost again, and prints the mean ± std table with Mann-Whi
 against the previous one, and against scratch) and the per-seed table, computed from the record by
 `keras_l2t.stats`. With `--missing SEED` it prints instead the methods that have no row for that seed yet (a comma
 list, for `benchmarks/thesis_protocol.sh`; `--methods` narrows the list). A record that does not exist yet starts
-empty. `--per-class` keeps each run's per-class test accuracy too and prints the per-class table (minority first);
-`--plot PNG` draws it as bars too.
+empty. `--per-class` keeps each run's per-class test accuracy too and prints the per-class table (minority first)
+with Mann-Whitney tests of the minority class against scratch; `--plot PNG` draws the table as bars too.
 """
 
 import argparse
@@ -85,6 +85,7 @@ def main() -> None:
     if args.per_class:
         print("\nTest accuracy per class (%, the minority class first):\n")
         print(report.per_class_table(record, ORDER))
+        print("\n" + report.minority_tests(record, ORDER, baseline="scratch"))
         if args.plot and len(record):
             report.plot_per_class(record, args.plot, ORDER)
 

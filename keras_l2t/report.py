@@ -11,8 +11,8 @@ from keras_l2t import stats, strategies
 from keras_l2t.paths import GridPaths
 
 __all__ = [
-    "best_run", "per_class_means", "per_class_table", "picked_runs", "plot_confusion", "plot_per_class", "report",
-    "still_climbing",
+    "best_run", "minority_accuracy", "minority_tests", "per_class_means", "per_class_table", "picked_runs",
+    "plot_confusion", "plot_per_class", "report", "still_climbing",
 ]  # fmt: skip
 
 CLIMB_MARGIN = 0.01  # a validation accuracy this much above the best of the earlier epochs is still climbing
@@ -56,7 +56,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
     text += _convergence_section(results, paths, order)
-    text += _per_class_section(results, paths, order)
+    text += _per_class_section(results, paths, order, baseline)
     text += _meta_drift_section(results, paths)
     text += _models_section(results, paths)
     text += _confusion_section(results, paths)
@@ -94,6 +94,30 @@ def per_class_means(results: pd.DataFrame, order=None) -> pd.DataFrame:
         kept = [key for name in order for key in means.index if key[0] == name]
         means = means.loc[kept]
     return means
+
+
+def minority_accuracy(results: pd.DataFrame) -> pd.Series:
+    """Each run's test accuracy on the last class (the one the imbalanced protocol shrinks), NaN without it."""
+    if "per_class_accuracy" not in results:
+        return pd.Series(float("nan"), index=results.index)
+    return results["per_class_accuracy"].map(lambda text: list(json.loads(text).values())[-1], na_action="ignore")
+
+
+def minority_tests(results: pd.DataFrame, order=None, baseline: str | None = None) -> str:
+    """Markdown: Mann-Whitney tests of the minority class's test accuracy (see `stats.mann_whitney`).
+
+    Args:
+        results: one row per run; runs without `per_class_accuracy` are left out.
+        order: strategies in order.
+        baseline: compare every strategy with this one; None compares each with the previous.
+
+    Returns:
+        The titled table of tests.
+
+    """
+    with_minority = results.assign(minority_accuracy=minority_accuracy(results).astype(float))
+    tests = stats.mann_whitney(with_minority, order, baseline, metric="minority_accuracy")
+    return stats.p_value_table(tests, "the minority class's test accuracy")
 
 
 def per_class_table(results: pd.DataFrame, order=None) -> str:
@@ -180,14 +204,15 @@ def _convergence_section(results: pd.DataFrame, paths: GridPaths, order) -> str:
     return header + "\n".join(rows) + "\n"
 
 
-def _per_class_section(results: pd.DataFrame, paths: GridPaths, order) -> str:
+def _per_class_section(results: pd.DataFrame, paths: GridPaths, order, baseline: str | None) -> str:
     imbalanced = results[results["imbalanced"].astype(bool)] if "imbalanced" in results else results.iloc[:0]
     table = per_class_table(imbalanced, order)
     if not table:
         return ""
     plot_per_class(imbalanced, paths.per_class_plot, order)
     title = "\n## Test accuracy per class (imbalanced runs; the minority class first, %)\n\n"
-    return title + table + "\n\n![test accuracy per class](per_class_accuracy.png)\n"
+    tests = minority_tests(imbalanced, order, baseline)
+    return title + table + "\n\n" + tests + "\n\n![test accuracy per class](per_class_accuracy.png)\n"
 
 
 def _confusion_section(results: pd.DataFrame, paths: GridPaths) -> str:

@@ -54,13 +54,16 @@ def smallest_p_value(runs: int, baseline_runs: int) -> float:
     return min(1.0, 2 / math.comb(runs + baseline_runs, runs))
 
 
-def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None) -> pd.DataFrame:
-    """Two-sided Mann-Whitney U tests of test accuracy, per samples-per-class value.
+def mann_whitney(
+    results: pd.DataFrame, order=None, baseline: str | None = None, metric: str = "test_accuracy"
+) -> pd.DataFrame:
+    """Two-sided Mann-Whitney U tests of test accuracy (or another column), per samples-per-class value.
 
     Args:
-        results: one row per run with strategy, samples_per_class and test_accuracy.
+        results: one row per run with strategy, samples_per_class and the `metric` column.
         order: the methods in order; default their order of appearance.
         baseline: compare every method with this one; None compares each with the previous in `order`.
+        metric: the column compared; runs where it is missing are left out.
 
     Returns:
         Rows (samples_per_class, method, baseline, runs, baseline_runs, U, p_value, significant,
@@ -75,8 +78,8 @@ def mann_whitney(results: pd.DataFrame, order=None, baseline: str | None = None)
             against = baseline or (methods[index - 1] if index else None)
             if against is None or against == method:
                 continue
-            a = at.loc[at["strategy"] == method, "test_accuracy"].dropna().to_numpy(float)
-            b = at.loc[at["strategy"] == against, "test_accuracy"].dropna().to_numpy(float)
+            a = at.loc[at["strategy"] == method, metric].dropna().to_numpy(float)
+            b = at.loc[at["strategy"] == against, metric].dropna().to_numpy(float)
             if len(a) and len(b):
                 test = scipy_stats.mannwhitneyu(a, b, alternative="two-sided")
                 u, p = float(test.statistic), float(test.pvalue)
@@ -123,7 +126,21 @@ def accuracy_table(results: pd.DataFrame, order=None, baseline: str | None = Non
             spread = f" ± {100 * values.std(ddof=1):.1f}" if len(values) > 1 else ""
             cells.append(f"{100 * values.mean():.1f}{spread}{mark} ({len(values)})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", "Two-sided Mann-Whitney U tests of test accuracy (* : p < 0.05):", ""]
+    return "\n".join(lines) + "\n\n" + p_value_table(tests, "test accuracy")
+
+
+def p_value_table(tests: pd.DataFrame, what: str) -> str:
+    """Markdown: a titled table of Mann-Whitney tests, one row per test.
+
+    Args:
+        tests: from `mann_whitney`.
+        what: what was compared, for the title ("test accuracy").
+
+    Returns:
+        The title line, a blank line and the table (N, method, vs, U, p).
+
+    """
+    lines = [f"Two-sided Mann-Whitney U tests of {what} (* : p < {SIGNIFICANCE:g}):", ""]
     lines += ["| N | method | vs | U | p |", "|---|---|---|---|---|"]
     for row in tests.itertuples():
         lines.append(f"| {row.samples_per_class} | {row.method} | {row.baseline} | {row.U:g} | {p_value_text(row)} |")

@@ -242,8 +242,20 @@ def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):
     assert [per_class[name] for name in ("ant", "bee", "cow")] == pytest.approx(np.diag(counts) / 4, abs=1e-4)
     assert "## Test accuracy per class (imbalanced runs; the minority class first" in text
     assert "| method | N | runs | cow | ant | bee |" in text  # the shrunk last class first
+    assert "| 10 | scratch | " not in text and "tests of the minority class's test accuracy" in text  # one strategy
     assert (out / "confusion_matrix.png").stat().st_size > 5_000 and "confusion_matrix.png" in text
     assert (out / "per_class_accuracy.png").stat().st_size > 5_000 and "per_class_accuracy.png" in text
+
+
+def test_minority_tests_compare_the_last_class_not_the_overall_accuracy():
+    rows = [("a", 10, 0.9, f'{{"ant": 0.9, "cow": {0.1 + 0.01 * seed}}}') for seed in range(4)]
+    rows += [("b", 10, 0.3, f'{{"ant": 0.1, "cow": {0.5 + 0.01 * seed}}}') for seed in range(4)]
+    rows += [("b", 10, 0.3, None)]  # a run without per-class accuracy is left out, not counted
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy", "per_class_accuracy"])
+    assert report.minority_accuracy(results).tolist()[:5] == pytest.approx([0.1, 0.11, 0.12, 0.13, 0.5])
+    text = report.minority_tests(results, order=["a", "b"])
+    assert "Mann-Whitney U tests of the minority class's test accuracy" in text
+    assert "| 10 | b | a | 16 | 0.0286 * |" in text  # 4 v 4 runs, every b above every a: the smallest p
 
 
 def test_the_per_class_plot_draws_each_strategy_mean_minority_first(tmp_path):
