@@ -27,9 +27,10 @@ done
 # one-thread L2T-www steps side by side 48.4 s, one two-thread step 30.2 s, 1.25 times), little where they scale
 # (AVX-512 EPYC of 2026-12-06: 7.5 s side by side, 4.0 s alone, 1.07 times), and every run ends later.
 # Finished runs are recorded (and docs/imbalanced_per_class.png redrawn) before and after each call; a recorded
-# method is skipped.
+# method and seed is skipped. Then more seeds as the budget allows: seeds 1-3 of the cheap scratch and fm_uniform
+# first (with seed 0, 4 v 4 runs, the fewest that can reach p < 0.05), then seeds 1-3 of L2T-www and L2T-ww.
 record() { python benchmarks/thesis_record.py --out "$1" --record "$2" "${@:3}"; }
-missing() { python benchmarks/thesis_record.py --record "$1" --methods "$2" --missing 0; }
+missing() { python benchmarks/thesis_record.py --record "$1" --methods "$2" --missing "${3:-0}"; }
 n50=docs/thesis_n50_runs.csv
 [ -d runs/thesis_n50 ] && record runs/thesis_n50 $n50
 for method in $(missing $n50 scratch,ufm,fm_uniform,l2t_ww,l2t_www | tr , ' '); do
@@ -39,11 +40,17 @@ done
 imbalanced=docs/thesis_imbalanced_runs.csv
 record_imbalanced() { record runs/thesis_imbalanced $imbalanced --per-class --plot docs/imbalanced_per_class.png; }
 [ -d runs/thesis_imbalanced ] && record_imbalanced
-order=l2t_www,scratch,l2t_ww,fm_uniform
-calls=$(missing $imbalanced $order | tr , ' ') lanes=()  # one call per method, or one call for all of them on Ray
-[ "${THESIS_LANES:-1}" = 2 ] && calls=$(missing $imbalanced $order) lanes=(--executor ray --cpus-per-run 1)
-for methods in $calls; do
-  compare --strategies "$methods" --seeds 0, --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
-    "${lanes[@]}"
-  record_imbalanced
-done
+imbalanced_seed() {  # SEED METHODS: the methods not yet recorded for that seed, in that order
+  local methods calls lanes=()
+  methods=$(missing $imbalanced "$2" "$1")
+  calls=$(tr , ' ' <<< "$methods")  # one call per method, or one call for all of them on Ray
+  [ "${THESIS_LANES:-1}" = 2 ] && calls=$methods lanes=(--executor ray --cpus-per-run 1)
+  for call in $calls; do
+    compare --strategies "$call" --seeds "$1," --out runs/thesis_imbalanced --samples-per-class 100 --imbalanced \
+      "${lanes[@]}"
+    record_imbalanced
+  done
+}
+imbalanced_seed 0 l2t_www,scratch,l2t_ww,fm_uniform
+for seed in 1 2 3; do imbalanced_seed $seed scratch,fm_uniform; done
+for seed in 1 2 3; do imbalanced_seed $seed l2t_www,l2t_ww; done
