@@ -112,12 +112,12 @@ def minority_tests(results: pd.DataFrame, order=None, baseline: str | None = Non
         baseline: compare every strategy with this one; None compares each with the previous.
 
     Returns:
-        The titled table of tests.
+        The titled table of tests; empty when there is nothing to compare (a single strategy).
 
     """
     with_minority = results.assign(minority_accuracy=minority_accuracy(results).astype(float))
     tests = stats.mann_whitney(with_minority, order, baseline, metric="minority_accuracy")
-    return stats.p_value_table(tests, "the minority class's test accuracy")
+    return stats.p_value_table(tests, "the minority class's test accuracy") if len(tests) else ""
 
 
 def per_class_table(results: pd.DataFrame, order=None) -> str:
@@ -212,7 +212,8 @@ def _per_class_section(results: pd.DataFrame, paths: GridPaths, order, baseline:
     plot_per_class(imbalanced, paths.per_class_plot, order)
     title = "\n## Test accuracy per class (imbalanced runs; the minority class first, %)\n\n"
     tests = minority_tests(imbalanced, order, baseline)
-    return title + table + "\n\n" + tests + "\n\n![test accuracy per class](per_class_accuracy.png)\n"
+    tests = tests and tests + "\n\n"
+    return title + table + "\n\n" + tests + "![test accuracy per class](per_class_accuracy.png)\n"
 
 
 def _confusion_section(results: pd.DataFrame, paths: GridPaths) -> str:
