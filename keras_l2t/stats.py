@@ -54,6 +54,24 @@ def smallest_p_value(runs: int, baseline_runs: int) -> float:
     return min(1.0, 2 / math.comb(runs + baseline_runs, runs))
 
 
+EXACT_ARRANGEMENTS = 100_000  # tied values this few ways to split: scipy's exact permutation test, not its normal one
+
+
+def _mann_whitney_u(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """U and the two-sided p-value of a Mann-Whitney test of `a` against `b`.
+
+    With tied values scipy's default is the normal approximation, which at 4 v 4 runs can give p below any exact
+    p-value; where the pooled values split few ways, the p-value is exact over all the splits instead (scipy's
+    permutation test takes two runs a side at least; one run cannot reach p < 0.05 anyway, see `smallest_p_value`).
+    """
+    tied = len(np.unique(np.concatenate([a, b]))) < len(a) + len(b)
+    method = "auto"
+    if tied and min(len(a), len(b)) > 1 and math.comb(len(a) + len(b), len(a)) <= EXACT_ARRANGEMENTS:
+        method = scipy_stats.PermutationMethod(n_resamples=np.inf)
+    test = scipy_stats.mannwhitneyu(a, b, alternative="two-sided", method=method)
+    return float(test.statistic), float(test.pvalue)
+
+
 def mann_whitney(
     results: pd.DataFrame, order=None, baseline: str | None = None, metric: str = "test_accuracy"
 ) -> pd.DataFrame:
@@ -81,8 +99,7 @@ def mann_whitney(
             a = at.loc[at["strategy"] == method, metric].dropna().to_numpy(float)
             b = at.loc[at["strategy"] == against, metric].dropna().to_numpy(float)
             if len(a) and len(b):
-                test = scipy_stats.mannwhitneyu(a, b, alternative="two-sided")
-                u, p = float(test.statistic), float(test.pvalue)
+                u, p = _mann_whitney_u(a, b)
             else:
                 u, p = float("nan"), float("nan")
             too_few = smallest_p_value(len(a), len(b)) >= SIGNIFICANCE

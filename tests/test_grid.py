@@ -156,6 +156,15 @@ def test_mann_whitney_against_a_baseline():
     assert "52.5 ± 1.9* (6)" in grid.stats.accuracy_table(results)
 
 
+def test_tied_runs_get_the_exact_p_value_not_the_normal_approximation():
+    rows = [("a", 100, 0.0)] * 4 + [("b", 100, value) for value in (0.208, 0.203, 0.095, 0.164)]  # minority: 0 ties
+    results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
+    test = grid.stats.mann_whitney(results).iloc[0]
+    assert test["U"] == 16 and test["p_value"] == pytest.approx(2 / 70)  # the normal approximation gives 0.021
+    one_run = grid.stats.mann_whitney(pd.concat([results, results.iloc[:1].assign(strategy="c")]), ["a", "c"])
+    assert one_run["U"].tolist() == [2] and one_run["too_few_runs"].all()  # 1 v 4 runs, all tied: no crash, no claim
+
+
 @pytest.mark.parametrize("runs, baseline_runs, enough", [(1, 1, False), (3, 3, False), (3, 4, False), (4, 4, True),
                                                            (3, 5, True), (2, 8, True), (2, 7, False)])  # fmt: skip
 def test_a_p_value_that_cannot_reach_significance_says_so(runs, baseline_runs, enough):
