@@ -119,7 +119,7 @@ def build(name: str, *, weights=None, input_shape=None, num_classes: int | None 
     input_shape = _check_input_shape(backbone, input_shape)
     resolved = _resolve_weights(backbone, weights, input_shape)
     try:
-        return backbone.builder(resolved, input_shape, num_classes)
+        model = backbone.builder(resolved, input_shape, num_classes)
     except weights_lib.WeightsError:
         raise
     except ValueError as error:
@@ -128,6 +128,21 @@ def build(name: str, *, weights=None, input_shape=None, num_classes: int | None 
         raise weights_lib.WeightsError(
             f"{name}: the weights file {resolved} does not fit the architecture: {error}"
         ) from error
+    # the network carries its own taps and blocks, so a renamed model keeps them (KerasHub-style)
+    model.backbone_taps, model.backbone_blocks = tuple(backbone.taps), tuple(backbone.blocks)
+    return model
+
+
+def _declared(model: keras.Model, attribute: str, field: str) -> tuple:
+    """The taps or blocks a built model carries, else those of the registered backbone named like it."""
+    if getattr(model, attribute, None) is not None:
+        return getattr(model, attribute)
+    if model.name not in _REGISTRY:
+        raise ValueError(
+            f"{model.name!r} was not built by keras_l2t.backbones.build and is no registered backbone: pass its "
+            f"{field} (layer names) explicitly."
+        )
+    return getattr(spec(model.name), field)
 
 
 def tap_model(model: keras.Model, taps=None, *, include_output: bool = False) -> keras.Model:
@@ -135,7 +150,8 @@ def tap_model(model: keras.Model, taps=None, *, include_output: bool = False) ->
 
     Args:
         model: a model built by `build` (or any functional model).
-        taps: layer names; default the spec's taps of the backbone whose name is `model.name`.
+        taps: layer names; default the taps the model was built with (`build` sets `model.backbone_taps`), else
+            those of the registered backbone named `model.name`.
         include_output: also return the model's own output, after the taps.
 
     Returns:
@@ -143,7 +159,7 @@ def tap_model(model: keras.Model, taps=None, *, include_output: bool = False) ->
 
     """
     if taps is None:
-        taps = spec(model.name).taps
+        taps = _declared(model, "backbone_taps", "taps")
     layer_names = {layer.name for layer in model.layers}
     missing = [tap for tap in taps if tap not in layer_names]
     if missing:
@@ -172,7 +188,8 @@ def blocks(model: keras.Model, ends=None) -> list[list[str]]:
 
     Args:
         model: a model built by `build`.
-        ends: names of the last layer of each block; default the spec's blocks for `model.name`.
+        ends: names of the last layer of each block; default the blocks the model was built with
+            (`model.backbone_blocks`), else those of the registered backbone named `model.name`.
 
     Returns:
         One list of layer names per block, in order; the input layer belongs to no block and layers after
@@ -180,7 +197,7 @@ def blocks(model: keras.Model, ends=None) -> list[list[str]]:
 
     """
     if ends is None:
-        ends = spec(model.name).blocks
+        ends = _declared(model, "backbone_blocks", "blocks")
     done = {layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)}
     groups = []
     for end in ends:

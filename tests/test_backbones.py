@@ -289,3 +289,15 @@ def test_every_private_keras_hook_is_still_there():
     del layer._reduction_axes  # as if a Keras release had renamed it
     with pytest.raises(keras_internals.KerasInternalsChanged, match=r"no BatchNormalization._reduction_axes.*tested"):
         keras_internals.batch_norm_axes(layer)
+
+
+def test_a_renamed_backbone_keeps_its_taps_and_blocks():
+    model = backbones.build("vgg9", input_shape=(32, 32, 3), num_classes=3)
+    expected_blocks = backbones.blocks(model)
+    model.name = "my_renamed_network"
+    features = backbones.tap_model(model)(np.zeros((1, 32, 32, 3), "float32"))
+    assert len(features) == len(backbones.spec("vgg9").taps)
+    assert backbones.blocks(model) == expected_blocks
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv")], name="mine")
+    with pytest.raises(ValueError, match="pass its taps"):
+        backbones.tap_model(plain)
