@@ -24,9 +24,11 @@ import keras
 import numpy as np
 
 from keras_l2t import backbones, data, features, hardware, inference, strategies
-from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, PeriodicValidation, RunBackup
+from keras_l2t.backup import RunBackup
+from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, PeriodicValidation
 from keras_l2t.config import ALL_SAMPLES, RunConfig, parse_samples, samples_label  # noqa: F401  (re-exported)
 from keras_l2t.l2t import L2TModel
+from keras_l2t.meta_health import MetaHealth
 from keras_l2t.paths import FINE_TUNE
 from keras_l2t.trajectories import GammaSnapshots, WeightTrajectory, examples_of_distinct_classes, snapshot_epochs
 
@@ -92,8 +94,13 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
         source=config.source,
         source_weights=config.source_weights,
         target=config.target,
-        **({"meta_every": config.meta_every} if config.resolved.meta else {}),
+        **(_meta_options(config) if config.resolved.meta else {}),
     )
+
+
+def _meta_options(config: RunConfig) -> dict:
+    options = {"meta_every": config.meta_every, "meta_steps": config.meta_steps, "meta_warmup": config.meta_warmup}
+    return {**options, "meta_reach": config.meta_reach}
 
 
 def _callbacks(
@@ -114,10 +121,11 @@ def _callbacks(
     callbacks = [PeriodicValidation(validation, config.validate_every)] if validation is not None else []
     callbacks += [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []
-    callbacks += strategies.callbacks(model, config.epochs)  # with TerminateOnNaN: a diverged run stops
+    examples = examples_of_distinct_classes(validation, 8) if config.resolved.meta and validation is not None else None
+    # with TerminateOnNaN (a diverged run stops) and, for L2T, the meta health check on the examples
+    callbacks += strategies.callbacks(model, config.epochs, probe=examples, log_dir=log_dir)
     callbacks.append(WeightTrajectory(paths.trajectory(phase), append=bool(resumed)))
-    if config.resolved.meta and validation is not None:
-        examples = examples_of_distinct_classes(validation, 8)
+    if examples is not None:
         callbacks.append(MetaWeightsLogger(examples, log_dir))
         kept = snapshot_epochs(config.epochs)
         callbacks.append(GammaSnapshots(examples[:4], paths.gamma, kept, append=bool(resumed)))
@@ -163,7 +171,9 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
     if diverged:
         print(f"{config.name}{phase}: the training loss became {history['loss'][diverged - 1]} in epoch {diverged};"
               " training stopped (recorded as diverged)", flush=True)  # fmt: skip
+    health = next((callback.result for callback in callbacks if isinstance(callback, MetaHealth)), None)
     return {
+        "meta_health": json.dumps(health) if health else None,
         "epochs_run": len(history["loss"]),
         "diverged_epoch": diverged,
         "best_epoch": best + 1,
@@ -186,7 +196,8 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         A flat dict: the config's fields, `run`, `network`, `num_train`, `epochs_run`, `best_epoch` (the
         early-stop point, 1-based), `train_accuracy` (at that epoch, on augmented batches),
         `validation_accuracy`, `test_accuracy` (of the weights of the best epoch), `wall_seconds` (a resumed run
-        adds its earlier attempts' time up to their last backup); with
+        adds its earlier attempts' time up to their last backup), `meta_health` (L2T runs: JSON of
+        `meta_health.MetaHealth.result`, how far the meta-networks moved; None otherwise); with
         `fine_tune_epochs`, also `test_accuracy_before_fine_tune`.
 
     """

@@ -69,7 +69,7 @@ def test_patience_counts_epochs_in_whole_validations(tmp_path):
 
 def test_backups_wait_the_given_seconds(tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 10))  # every call of time.time advances 10 s
-    monkeypatch.setattr("keras_l2t.callbacks.time.time", lambda: next(clock))
+    monkeypatch.setattr("keras_l2t.backup.time.time", lambda: next(clock))
     saved = []
     monkeypatch.setattr(RunBackup, "_save", lambda self, epochs: saved.append(epochs))
     backup = RunBackup(str(tmp_path / "backup"), every=1, seconds=25)
@@ -92,6 +92,7 @@ def test_new_fields_at_their_defaults_keep_the_keys_of_earlier_runs():
         if k
         not in ("out", "verbose", "backup_every", "backup_seconds", "keep_model", "validate_every", "feature_views")
         + ("devices", "mixed_precision")  # issue 15
+        + ("meta_steps", "meta_warmup", "meta_reach")  # issue 37
     }
     assert config.key == hashlib.sha1(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
     assert dataclasses.replace(config, validate_every=5).key != config.key
