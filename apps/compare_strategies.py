@@ -38,6 +38,8 @@ def positive(text: str) -> int:
 
 
 def seeds(text: str):
+    if text == "auto":
+        return text  # seeds until the ranking is settled (keras_l2t.sequential)
     if "," not in text:
         return list(range(whole(text, 1)))  # a number of seeds: 0..n-1
     return [whole(item, 0) for item in comma_list(text)]
@@ -58,6 +60,13 @@ def rate(text: str) -> float:
         value = -1.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def level(text: str) -> float:
+    value = rate(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1, got {text!r}")
     return value
 
 
@@ -96,7 +105,22 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     )
     parser.add_argument("--samples-per-class", type=sample_sizes, help="comma list of N, or 'all'")
     parser.add_argument("--imbalanced", action="store_true", default=None, help="the last class gets N / 10")
-    parser.add_argument("--seeds", type=seeds, help="a number of seeds, or a comma list of seeds")
+    parser.add_argument(
+        "--seeds",
+        type=seeds,
+        help="a number of seeds, a comma list of seeds, or auto: seeds in rounds of 2 until every pair that matters "
+        "(each method vs the validation-picked best and vs scratch) is settled, different or equivalent "
+        "(a group-sequential t-test, see keras_l2t.sequential)",
+    )
+    parser.add_argument("--min-seeds", type=positive, help="with --seeds auto: seeds a side at the first look (4)")
+    parser.add_argument("--max-seeds", type=positive, help="with --seeds auto: seeds a side at the last look (10)")
+    parser.add_argument(
+        "--equivalence-margin",
+        type=rate,
+        help="with --seeds auto: a pair is equivalent when the interval of its difference lies within +- this many "
+        "accuracy points (default 1)",
+    )
+    parser.add_argument("--alpha", type=level, help="with --seeds auto: the type-I error over all looks (default 0.05)")
     parser.add_argument("--epochs", type=positive)
     parser.add_argument("--batch-size", type=positive)
     parser.add_argument("--image-size", type=positive, help="input height and width")
@@ -170,6 +194,23 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def seed_design(args: argparse.Namespace):
+    """The `--seeds auto` design from the arguments; None for fixed seeds (ValueError for auto options without it)."""
+    from keras_l2t import sequential
+
+    flags = {"min_seeds": "--min-seeds", "max_seeds": "--max-seeds", "alpha": "--alpha"}
+    flags["margin"] = "--equivalence-margin"
+    margin = None if args.equivalence_margin is None else args.equivalence_margin / 100
+    options = {"min_seeds": args.min_seeds, "max_seeds": args.max_seeds, "alpha": args.alpha, "margin": margin}
+    options = {key: value for key, value in options.items() if value is not None}
+    if args.seeds != "auto":
+        if options:
+            given = ", ".join(flags[key] for key in options)
+            raise ValueError(f"{given} only apply with --seeds auto; add --seeds auto or drop them.")
+        return None
+    return sequential.Design(**options)
+
+
 def main(argv=None) -> int:
     process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (measured gain: keras_l2t.process)
     from keras_l2t import executors, grid, presets, strategies
@@ -212,12 +253,14 @@ def main(argv=None) -> int:
         executor = executors.make(
             args.executor, address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
         )
+        design = seed_design(args)
         grid.compare(
             None if args.preset == "none" else args.preset,
             out=args.out or f"runs/{'compare' if args.preset == 'none' else args.preset}",
             strategy_names=args.strategies,
             samples_per_class=args.samples_per_class,
-            seeds=args.seeds,
+            seeds=None if design else args.seeds,
+            seed_design=design,
             quiet=args.quiet,
             baseline=args.baseline,
             keep_models=args.keep_models,

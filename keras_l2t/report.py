@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 
-from keras_l2t import stats, strategies
+from keras_l2t import intervals, stats, strategies
 from keras_l2t.paths import GridPaths
 
 __all__ = [
@@ -27,8 +27,10 @@ def picked_runs(results: pd.DataFrame) -> pd.DataFrame:
     return results.loc[best.to_numpy()]
 
 
-def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None = None, course: bool = False) -> str:
-    """Write `<out>/summary.md`, `<out>/accuracy_vs_samples.png` and `<out>/learning_curves.png`.
+def report(
+    results: pd.DataFrame, out: str, *, order=None, baseline: str | None = None, course: bool = False, settlement=None
+) -> str:
+    """Write `<out>/summary.md`, `<out>/accuracy_vs_samples.png`, `<out>/learning_curves.png`, `<out>/intervals.png`.
 
     Args:
         results: from `grid.run_grid`.
@@ -36,6 +38,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
         order: strategies in order (the Mann-Whitney baseline of each is the previous one by default).
         baseline: compare every strategy with this one instead.
         course: lead the summary with the course-style table.
+        settlement: a `--seeds auto` grid's `sequential.Settlement`, reported with how each pair settled.
 
     Returns:
         The summary's markdown text.
@@ -55,6 +58,7 @@ def report(results: pd.DataFrame, out: str, *, order=None, baseline: str | None 
         )
     text += "\n![test accuracy against samples per class](accuracy_vs_samples.png)\n"
     text += "\n![learning curves with early-stop points](learning_curves.png)\n"
+    text += _intervals_section(results, paths, order, baseline, settlement)
     text += _convergence_section(results, paths, order)
     text += _per_class_section(results, paths, order, baseline)
     text += _meta_drift_section(results, paths)
@@ -278,6 +282,17 @@ def _models_section(results: pd.DataFrame, paths: GridPaths) -> str:
             f"{stats._percent(row.test_accuracy)} | `{model}` |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _intervals_section(results: pd.DataFrame, paths: GridPaths, order, baseline, settlement) -> str:
+    effects = intervals.effect_table(results, order, baseline)
+    if not effects:
+        return ""
+    text = "\n## Effect sizes beside the tests\n\n" + effects + "\n"
+    if settlement is not None:
+        text += "\n" + intervals.settlement_table(results, settlement) + "\n"
+    intervals.plot_intervals(results, os.path.join(paths.out, "intervals.png"), order)
+    return text + "\n![mean test accuracy with 95 % bootstrap intervals](intervals.png)\n"
 
 
 def _meta_drift_section(results: pd.DataFrame, paths: GridPaths) -> str:
