@@ -2,9 +2,11 @@
 
 - A row is added by writing a new file and renaming it over the old one, so an interruption at any moment
   leaves either the old table or the new one.
-- Every row is verified when read (all columns, numbers where numbers belong, a readable config): a broken row
-  (a file cut by a full disk, edited by hand) is reported with the file's name and line, set aside in
-  `results.csv.rejected`, and its run is redone.
+- Every row is verified when read (all columns, numbers where numbers belong, a readable config whose
+  `RunConfig.key` is the row's key, one row per key): a broken row (a file cut by a full disk, edited by hand, a
+  row pasted twice) is reported with the file's name and line, set aside in `results.csv.rejected`, and its run
+  is redone (a second row of a key: the first one stays). A file saved by a spreadsheet (UTF-8 BOM, CRLF line
+  ends) reads as the file it was.
 - `lock(out)` makes one process the only writer of an output folder: a second process on the same `--out`
   stops at once with a message that names the holder (an OS file lock, released by the OS however the holder
   ends, SIGKILL included).
@@ -19,6 +21,7 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -34,7 +37,7 @@ try:
 except ImportError:  # Windows: no advisory locks; one writer is then the user's to ensure
     fcntl = None
 
-__all__ = ["RESULT_COLUMNS", "OutputInUse", "append_result", "lock", "read_results"]
+__all__ = ["RESULT_COLUMNS", "OutputInUse", "append_result", "lock", "read_results", "remove_finished_backups"]
 
 RESULT_COLUMNS = [
     "run", "key", "strategy", "network", "dataset", "samples_per_class", "imbalanced", "seed", "epochs_run",
@@ -44,6 +47,7 @@ RESULT_COLUMNS = [
 _INTEGERS = ("seed", "epochs_run", "best_epoch")
 _REQUIRED_NUMBERS = ("train_accuracy", "wall_seconds")
 _OPTIONAL_NUMBERS = ("validation_accuracy", "test_accuracy", "diverged_epoch")
+_SECOND_ROW = "a second row of the run"  # its run is recorded: the first row stays, nothing is redone
 
 
 class OutputInUse(RuntimeError):
@@ -112,6 +116,7 @@ def _verified(row: list[str], header: list[str]) -> dict:
     config = json.loads(record.get("config") or "null")
     if not isinstance(config, dict) or "strategy" not in config:
         raise ValueError("no readable config")
+    _check_key(record["key"], config)
     for column in _INTEGERS:
         record[column] = int(_number(record.get(column, ""), column, True))
     for column in _REQUIRED_NUMBERS + _OPTIONAL_NUMBERS:
@@ -122,13 +127,26 @@ def _verified(row: list[str], header: list[str]) -> dict:
     return record
 
 
+def _check_key(key: str, config: dict) -> None:
+    """A current (40-digit) key must be its config's; older keys match no config, so their runs are redone anyway."""
+    if len(key) != 40:
+        return
+    fields = {field.name for field in dataclasses.fields(RunConfig)}
+    try:
+        config_key = RunConfig(**{name: value for name, value in config.items() if name in fields}).key
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"its config is not a valid run ({error})") from None
+    if config_key != key:
+        raise ValueError(f"its key {key[:10]}... is not its config's ({config_key[:10]}...): one of them was changed")
+
+
 def _read_rows(path: str) -> tuple[list[dict], list[tuple[int, str, str]]]:
     """The verified rows of a results file, and (line, reason, text) for each broken one."""
-    with open(path, newline="") as file:
+    with open(path, newline="", encoding="utf-8-sig") as file:  # a spreadsheet's BOM is not part of the header
         text = file.read()
     lines = text.splitlines(keepends=True)
     reader = csv.reader(io.StringIO(text), strict=True)
-    rows, broken = [], []
+    rows, broken, first_line = [], [], {}
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
@@ -143,7 +161,11 @@ def _read_rows(path: str) -> tuple[list[dict], list[tuple[int, str, str]]]:
             broken.append((start, f"unreadable ({error})", "".join(lines[start - 1 :])))
             break
         try:
-            rows.append(_verified(row, header))
+            record = _verified(row, header)
+            if record["key"] in first_line:
+                raise ValueError(f"{_SECOND_ROW} of line {first_line[record['key']]}")
+            first_line[record["key"]] = start
+            rows.append(record)
         except (ValueError, json.JSONDecodeError) as error:
             broken.append((start, str(error), "".join(lines[start - 1 : reader.line_num])))
     return rows, broken
@@ -160,7 +182,8 @@ def read_results(out: str) -> pd.DataFrame:
         return pd.DataFrame(columns=RESULT_COLUMNS + ["config"])
     rows, broken = _read_rows(path)
     for line, reason, _ in broken:
-        warnings.warn(f"{path}, line {line}: {reason}; the row is left out and its run will be redone.", stacklevel=2)
+        redone = "" if reason.startswith(_SECOND_ROW) else " and its run will be redone"
+        warnings.warn(f"{path}, line {line}: {reason}; the row is left out{redone}.", stacklevel=2)
     columns = list(dict.fromkeys(RESULT_COLUMNS + [column for row in rows for column in row]))
     table = pd.DataFrame(rows, columns=columns)
     table.attrs["rejected"] = [(line, reason, text) for line, reason, text in broken]
@@ -199,3 +222,20 @@ def append_result(out: str, result: dict) -> pd.DataFrame:
         os.fsync(file.fileno())
     os.replace(temporary, GridPaths(out).results)
     return table
+
+
+def remove_finished_backups(out: str, table: pd.DataFrame) -> list[str]:
+    """Delete the backups of the runs a results table records (a kill between a row and its backup's removal).
+
+    Args:
+        out: the grid's output folder.
+        table: its verified rows (`read_results`).
+
+    Returns:
+        The names of the runs whose backups were removed.
+
+    """
+    removed = [name for name in table["run"] if os.path.isdir(GridPaths(out).run(name).backup_root)]
+    for name in removed:
+        shutil.rmtree(GridPaths(out).run(name).backup_root, ignore_errors=True)
+    return removed

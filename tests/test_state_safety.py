@@ -1,12 +1,18 @@
 """Nothing read silently wrong (issue 39): backups, results rows and model files are verified before use."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
+from test_trust import fake_result
 
+from keras_l2t import executors, grid, results
 from keras_l2t.backup import RunBackup
+from keras_l2t.config import RunConfig
+from keras_l2t.paths import FINE_TUNE
 
 
 def small_model() -> keras.Model:
@@ -65,3 +71,57 @@ def test_a_backup_from_before_checksums_is_still_resumed(tmp_path):
     del state["sha256"]
     (backup_dir / "state.json").write_text(json.dumps(state))
     assert fit(backup_dir, 3) == 1 and os.path.exists(backup_dir / "state.json")
+
+
+# 4. results.csv: one row per run, a spreadsheet's save read as it was, a row's key must be its config's
+
+
+def test_a_row_present_twice_counts_once(tmp_path):
+    out = str(tmp_path)
+    results.append_result(out, fake_result(0))
+    results.append_result(out, fake_result(1))
+    path = tmp_path / "results.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + [lines[1]]))
+    with pytest.warns(UserWarning, match="line 4: a second row of the run of line 2; the row is left out.$"):
+        table = results.read_results(out)
+    assert sorted(table["seed"]) == [0, 1]
+    results.append_result(out, fake_result(2))  # the extra row is set aside, verbatim
+    assert (tmp_path / "results.csv.rejected").read_text() == lines[1]
+
+
+def test_a_results_file_saved_by_a_spreadsheet_reads_as_before(tmp_path):
+    out = str(tmp_path)
+    results.append_result(out, fake_result(0))
+    results.append_result(out, fake_result(1))
+    path = tmp_path / "results.csv"
+    original = results.read_results(out)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # UTF-8 BOM, CRLF line ends
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = results.read_results(out)
+    pd.testing.assert_frame_equal(table, original)
+
+
+def test_a_row_whose_config_is_not_its_key_is_rejected(tmp_path):
+    out = str(tmp_path)
+    edited = {**fake_result(1), "key": fake_result(0)["key"]}  # the seed of the config changed, not the key
+    results.append_result(out, edited)
+    with pytest.warns(UserWarning, match="line 2: its key .* is not its config's"):
+        assert results.read_results(out).empty
+
+
+# 8. a finished run's backup left by a kill between its row and its removal goes at the next start
+
+
+def test_the_backup_of_a_recorded_run_is_removed(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    results.append_result(out, fake_result(0))
+    config = RunConfig("scratch", dataset="d", seed=0, out=out)
+    os.makedirs(config.paths.backup(FINE_TUNE))
+    unfinished = RunConfig("scratch", dataset="d", seed=1, out=out)
+    os.makedirs(unfinished.paths.backup())
+    monkeypatch.setattr(executors, "run", lambda config, **options: fake_result(config.seed))
+    grid.run_grid([config], out, echo=lambda line: None)
+    assert not os.path.exists(config.paths.backup_root)
+    assert os.path.isdir(unfinished.paths.backup())  # a run not yet recorded keeps its backup
