@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import tensorflow as tf
 
 from keras_l2t import backbones
 from keras_l2t.augment import TRANSFORMS, augment_transforms, augmenter  # noqa: F401  (re-exported)
+from keras_l2t.image_files import check_memory, check_pixels
 from keras_l2t.sources import (  # noqa: F401  (re-exported readers)
     Source,
     from_arrays,
@@ -31,6 +31,12 @@ from keras_l2t.sources import (  # noqa: F401  (re-exported readers)
     read_image,
     read_images,
     read_tfds,
+)
+from keras_l2t.splits import (  # noqa: F401  (re-exported)
+    carve_held_out,
+    imbalanced_counts,
+    split_by_groups,
+    split_per_class,
 )
 
 SPLIT_EVAL = ("validation", "test")
@@ -95,121 +101,6 @@ def read(source, *, data_dir: str | None = None, download: bool = False, image_s
     if Path(text).expanduser().exists() or os.sep in text or text.startswith("."):
         return read_folder(text, image_size)
     return read_tfds(text, data_dir=data_dir, download=download, image_size=image_size)
-
-
-def imbalanced_counts(samples_per_class: int, num_classes: int, ratio: int = 10) -> list[int]:
-    """Per-class counts of the imbalanced protocol: every class N images, the last class N / ratio.
-
-    Args:
-        samples_per_class: N.
-        num_classes: how many classes.
-        ratio: how much rarer the last class is.
-
-    Returns:
-        A list of counts, e.g. [100] * 9 + [10].
-
-    """
-    if samples_per_class < ratio or samples_per_class % ratio:
-        raise ValueError(
-            f"The imbalanced protocol keeps N / {ratio} images of the last class, so N must be a multiple of {ratio} "
-            f"(got N = {samples_per_class}, which would not give {ratio}:1)."
-        )
-    return [samples_per_class] * (num_classes - 1) + [samples_per_class // ratio]
-
-
-def split_per_class(labels: np.ndarray, counts, rng: np.random.Generator, class_names=None):
-    """Draw a seeded, stratified subset of indices.
-
-    Args:
-        labels: the label of each image.
-        counts: images to draw per class: an int for every class, or a sequence with one count per class.
-        rng: the random generator (its state decides the subset).
-        class_names: for messages.
-
-    Returns:
-        (chosen indices, the rest), both sorted.
-
-    Raises:
-        ValueError: a class holds fewer images than asked for.
-
-    """
-    num_classes = int(labels.max()) + 1 if len(labels) else 0
-    if isinstance(counts, (int, np.integer)):
-        counts = [int(counts)] * num_classes
-    if len(counts) != num_classes:
-        raise ValueError(f"Got {len(counts)} per-class counts for {num_classes} classes.")
-    chosen = []
-    for label, count in enumerate(counts):
-        members = np.flatnonzero(labels == label)
-        if count > len(members):
-            name = class_names[label] if class_names else label
-            raise ValueError(
-                f"Class {name!r} holds {len(members)} training images, fewer than the {count} asked for; "
-                "lower samples_per_class (or the validation split)."
-            )
-        chosen.append(rng.choice(members, count, replace=False))
-    chosen = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, "int64")
-    return chosen, np.setdiff1d(np.arange(len(labels)), chosen)
-
-
-def _groups(dataset: Source, pattern: str | None) -> np.ndarray | None:
-    """The group of each training image: the first match of `pattern` in its file name (None: no grouping)."""
-    if pattern is None:
-        return None
-    if not dataset.files:
-        raise ValueError("validation_groups needs an image folder: the groups come from the file names.")
-    expression = re.compile(pattern)
-    keys = []
-    for path in dataset.files["train"]:
-        found = expression.search(os.path.basename(path))
-        if found is None:
-            raise ValueError(f"validation_groups {pattern!r} does not match the file name {os.path.basename(path)!r}.")
-        keys.append(found.group(1) if expression.groups else found.group(0))
-    return np.asarray(keys)
-
-
-def split_by_groups(labels: np.ndarray, groups: np.ndarray, counts, rng: np.random.Generator):
-    """Draw about `counts[c]` images of each class c in whole groups (e.g. every frame of one physical object).
-
-    Near-duplicates (frames of one sign, shots of one animal) then never sit on both sides of the split, so
-    the held-out accuracy, and the early-stop point chosen on it, are not inflated by images seen in training.
-
-    Returns:
-        (chosen indices, the rest), both sorted.
-
-    """
-    chosen = []
-    for label, count in enumerate(counts):
-        members = np.flatnonzero(labels == label)
-        names = np.unique(groups[members])
-        taken = 0
-        for name in rng.permutation(names):
-            if taken >= count:
-                break
-            inside = members[groups[members] == name]
-            chosen.append(inside)
-            taken += len(inside)
-        if taken == len(members):
-            raise ValueError(f"Class {label} has too few groups to keep any for training; lower the split.")
-    chosen = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, "int64")
-    return chosen, np.setdiff1d(np.arange(len(labels)), chosen)
-
-
-def _validation_counts(labels: np.ndarray, validation) -> list[int]:
-    per_class = np.bincount(labels)
-    if isinstance(validation, float):
-        if not 0 <= validation < 1:
-            raise ValueError(f"validation must be a fraction in [0, 1) or a count of images, got {validation}.")
-        counts = [int(round(validation * count)) for count in per_class]
-    else:
-        share = int(validation) // len(per_class)
-        counts = [share + (1 if label < int(validation) % len(per_class) else 0) for label in range(len(per_class))]
-    if validation and min(counts) == 0:
-        raise ValueError(
-            f"A split of {validation} leaves a class with no images (classes hold {per_class.min()} to "
-            f"{per_class.max()}); ask for at least {len(per_class)} images, or a larger fraction."
-        )
-    return counts
 
 
 def evaluation_batch_size(batch_size: int, image_size: int) -> int:
@@ -294,6 +185,8 @@ def load(
     spec = backbones.spec(backbone) if backbone else None
     if image_size is None and spec is not None:
         image_size = spec.default_size
+    if image_size is not None:
+        check_pixels(image_size, image_size, f"image_size {image_size}")
     dataset = read(source, data_dir=data_dir, download=download, image_size=image_size)
     if len(dataset.class_names) < 2:
         raise ValueError(
@@ -302,18 +195,7 @@ def load(
         )
     rng = np.random.default_rng(seed)
     train_images, train_labels = dataset.splits["train"]
-    held_out = {name: pair for name, pair in dataset.splits.items() if name != "train"}
-    available = np.arange(len(train_labels))
-    groups = _groups(dataset, validation_groups)
-    for split, amount in (("test", test_fraction), ("validation", validation)):
-        if split not in held_out and amount:
-            counts = _validation_counts(train_labels[available], amount)
-            if groups is None:
-                carved, available_positions = split_per_class(train_labels[available], counts, rng)
-            else:
-                carved, available_positions = split_by_groups(train_labels[available], groups[available], counts, rng)
-            held_out[split] = (train_images[available[carved]], train_labels[available[carved]])
-            available = available[available_positions]
+    held_out, available = carve_held_out(dataset, test_fraction, validation, validation_groups, rng)
     if samples_per_class is not None:
         counts = samples_per_class
         if imbalanced:
@@ -334,6 +216,11 @@ def load(
         **options,
     )
     options["batch_size"] = evaluation_batch_size(batch_size, image_size)
+    check_memory(
+        max(batch_size, options["batch_size"]) * image_size * image_size * 3 * 4,
+        f"A batch of {max(batch_size, options['batch_size'])} images at {image_size} x {image_size} (float32)",
+        "use a smaller image size or batch size",
+    )
     evaluation = {split: _batches(*held_out[split], **options) if split in held_out else None for split in SPLIT_EVAL}
     counts = {split: len(held_out[split][1]) for split in held_out}
     counts["train"] = len(available)

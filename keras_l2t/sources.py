@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from keras_l2t import folder_cache
+from keras_l2t import folder_cache, image_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -80,6 +80,9 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, l
 def read_image(path: str, image_size: int | None = None) -> np.ndarray:
     """Read one image as RGB uint8, optionally resized (bilinear, antialiased) to a square.
 
+    16-bit images keep their tones (scaled to 8-bit, `image_files.to_rgb`); an image of more pixels than
+    `image_files.pixel_limit()` is refused before it is decoded.
+
     Args:
         path: the image file.
         image_size: the output height and width; None keeps the image's own size.
@@ -88,14 +91,14 @@ def read_image(path: str, image_size: int | None = None) -> np.ndarray:
         An array of shape (height, width, 3), dtype uint8.
 
     Raises:
-        ValueError: naming the file when it cannot be decoded.
+        ValueError: naming the file when it cannot be decoded or is too large.
 
     """
     try:
-        with Image.open(path) as image:
+        with image_files.open_image(path) as image:
             if image_size is not None and image.format == "JPEG":
                 image.draft("RGB", (image_size, image_size))  # decode at 1/2, 1/4 or 1/8 scale, still >= size
-            image = image.convert("RGB")
+            image = image_files.to_rgb(image, path)
             if image_size is not None and image.size != (image_size, image_size):
                 # Pillow widens the bilinear filter when it shrinks, so this is antialiased, like
                 # tf.image.resize(antialias=True), without a TensorFlow op per image
@@ -116,9 +119,17 @@ def read_images(paths: list[str], image_size: int | None = None) -> np.ndarray:
         The stacked images.
 
     Raises:
-        ValueError: an unreadable file (named), or images of different sizes without `image_size`.
+        ValueError: an unreadable file (named), images of different sizes without `image_size`, or an
+        `image_size` whose images exceed the pixel limit or the memory available.
 
     """
+    if image_size is not None:
+        image_files.check_pixels(image_size, image_size, f"image_size {image_size}")
+        image_files.check_memory(
+            len(paths) * image_size * image_size * 3,
+            f"Decoding {len(paths):,} images at {image_size} x {image_size}",
+            "use a smaller image size or fewer images",
+        )
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         images = list(pool.map(functools.partial(read_image, image_size=image_size), paths, chunksize=64))
     shapes = {image.shape for image in images}
@@ -149,11 +160,8 @@ def load_image_folder(
 def _same_size(paths: list[str]) -> bool:
     sizes = set()
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes.add(image.size)
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"Cannot read image {path!r}: {error}") from error
+        with image_files.open_image(path) as image:
+            sizes.add(image.size)
         if len(sizes) > 1:
             return False
     return True
