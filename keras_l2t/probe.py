@@ -42,6 +42,23 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, l2: float 
         A function mapping features (M, D) to predicted labels (M,).
 
     """
+    weights, bias = fit_linear_classifier(features, labels, l2, max_iterations)
+    return lambda new: np.argmax(new @ weights + bias, axis=1)
+
+
+def fit_linear_classifier(features: np.ndarray, labels: np.ndarray, l2: float = 1e-3, max_iterations: int = 500):
+    """The logistic regression of `fit_logistic_regression` as weights and bias on the raw (unstandardised) features.
+
+    Args:
+        features: (N, D) training features.
+        labels: (N,) integer labels.
+        l2: penalty on the weights of the standardised features (times the mean loss).
+        max_iterations: L-BFGS iteration limit.
+
+    Returns:
+        (weights (D, classes), bias (classes,)): logits = features @ weights + bias.
+
+    """
     mean, std = features.mean(0), features.std(0) + 1e-6
     x = ((features - mean) / std).astype("float64")
     classes = int(labels.max()) + 1
@@ -62,7 +79,7 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, l2: float 
         loss_and_gradient, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iterations}
     )
     weights, bias = result.x[: dims * classes].reshape(dims, classes), result.x[dims * classes :]
-    return lambda new: np.argmax(((new - mean) / std) @ weights + bias, axis=1)
+    return weights / std[:, None], bias - (mean / std) @ weights  # ((x - mean) / std) @ W + b, expanded
 
 
 def linear_probe(backbone: str, weights, train_root: str, test_root: str, image_size: int) -> dict:
