@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_l2t import probe
+
 __all__ = [
     "Penalties",
     "RegularizedClassifier",
@@ -175,9 +177,37 @@ class RegularizedClassifier(keras.Model):
         uniform = keras.initializers.Constant(1.0 / channels)
         self.attention = self.add_weight(shape=(channels,), initializer=uniform, trainable=False, name="attention")
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
+        self.prepared = False
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
+
+    def prepare(self, batches) -> None:
+        """DELTA's channel attention from the training data (Li et al., ICLR 2019, eq. 6); `fit` calls it once.
+
+        The pretrained network's pooled features of every training image, a logistic regression fitted on them
+        (`probe.fit_linear_classifier`), and the loss rise without each channel (`channel_attention`).
+
+        Args:
+            batches: the training data, batches of (images, labels) (a `tf.data.Dataset` or any iterable).
+
+        """
+        self.prepared = True
+        if self.reference is None:
+            return
+        features, labels = [], []
+        for images, batch_labels in batches:
+            maps = np.asarray(self.reference(images, training=False))
+            features.append(maps.mean(axis=tuple(range(1, maps.ndim - 1))))
+            labels.append(np.asarray(batch_labels))
+        features, labels = np.concatenate(features), np.concatenate(labels).astype("int64")
+        self.attention.assign(channel_attention(features, labels, *probe.fit_linear_classifier(features, labels)))
+
+    def fit(self, x=None, y=None, **kwargs):
+        """Keras' `fit`, after DELTA's attention is prepared from `x` (and `y`) the first time."""
+        if not self.prepared:
+            self.prepare(x if y is None else tf.data.Dataset.from_tensor_slices((x, y)).batch(256))
+        return super().fit(x, y, **kwargs)
 
     def penalty(self, images, maps, pooled) -> tf.Tensor:
         """The sum of the switched-on penalties for one batch (see the functions of this module)."""

@@ -111,3 +111,17 @@ def test_each_penalty_changes_the_step(field):
         changes.append([np.asarray(v) - b for v, b in zip(model.trainable_variables, before, strict=True)])
         assert (history.history["penalty"][0] > 0) == (strength > 0)
     assert max(np.max(np.abs(a - b)) for a, b in zip(*changes, strict=True)) > 1e-6
+
+
+def test_fit_prepares_delta_attention_from_the_pretrained_features():
+    from keras_l2t import probe
+
+    keras.utils.set_random_seed(0)
+    model = _classifier(regularizers.Penalties(feature_maps=0.1))
+    images = np.random.default_rng(6).uniform(0, 255, (12, 32, 32, 3)).astype("float32")
+    labels = np.arange(12) % 3
+    features = np.asarray(model.reference(images, training=False))  # lenet5: flat features, the maps themselves
+    expected = regularizers.channel_attention(features, labels, *probe.fit_linear_classifier(features, labels))
+    model.fit(images, labels, batch_size=12, epochs=1, verbose=0)
+    np.testing.assert_allclose(np.asarray(model.attention), expected, rtol=1e-4)
+    assert not np.allclose(expected, 1 / len(expected)), "the case must not be uniform attention already"
