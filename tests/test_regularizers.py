@@ -83,6 +83,7 @@ def test_one_step_follows_the_gradient_of_cross_entropy_plus_the_penalties():
     # move off the starting point, so that L2-SP's pull is not zero
     for variable, start in zip(model.backbone_variables, model.starting_values, strict=True):
         variable.assign(start + 0.01)
+    model.prepare([(images, labels)])  # DELTA's attention, before the hand gradient (fit would prepare it first)
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
         maps, pooled, logits = model.outputs_of(images, training=True)
