@@ -7,7 +7,6 @@ leaving layers silently at their random initialisation.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import h5py
@@ -15,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_l2t import keras_internals
-from keras_l2t.torch_checkpoint import read_torch_checkpoint
+from keras_l2t.torch_checkpoint import ADVICE, CheckpointError, read_torch_checkpoint
 from keras_l2t.weights import WeightsError
 
 __all__ = ["check_keras_weights_file", "load_layer_arrays", "load_state_dict", "read_rcmalli_h5", "read_state_dict"]
@@ -37,17 +36,30 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path) as arrays:
-            return {key: arrays[key] for key in arrays.files}
+            return _checked_state({key: arrays[key] for key in arrays.files}, path)
     try:
         checkpoint = read_torch_checkpoint(path)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
-        raise WeightsError(
-            f"{path} is neither an .npz of state-dict arrays nor a PyTorch checkpoint ({error})"
-        ) from error
+    except CheckpointError as error:
+        what = "neither an .npz of state-dict arrays nor a readable PyTorch checkpoint"
+        raise CheckpointError(f"{path} is {what}: {error.reason}. {ADVICE}") from error
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds no state dict (found {type(checkpoint).__name__})")
-    return {key.removeprefix("module."): np.asarray(value) for key, value in state.items()}
+    return _checked_state({str(key).removeprefix("module."): value for key, value in state.items()}, path)
+
+
+def _checked_state(state: dict, path: Path) -> dict[str, np.ndarray]:
+    """Refuse a state dict with entries that are not numeric arrays or that hold NaN or infinity."""
+    for key, value in state.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            raise WeightsError(f"{path}: state-dict entry {key!r} is not a numeric tensor; the file is damaged")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            count = int(value.size - np.isfinite(value).sum())
+            raise WeightsError(
+                f"{path}: {key!r} holds {count} non-finite values (NaN or infinity); the file is damaged or the "
+                f"weights diverged: download or copy it again, or use other weights."
+            )
+    return state
 
 
 def _torch_arrays(layer: keras.layers.Layer, prefix: str, state: dict) -> list[np.ndarray]:

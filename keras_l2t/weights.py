@@ -1,7 +1,8 @@
 """Named pretrained weights: where they come from, the local mirror, download and cache, and their errors.
 
 Reading the files is `keras_l2t.weight_formats` (Keras, rcmalli h5, PyTorch state dicts) and
-`keras_l2t.torch_checkpoint` (PyTorch checkpoints without PyTorch).
+`keras_l2t.torch_checkpoint` (PyTorch checkpoints without PyTorch). Keras loads only when a file is downloaded,
+so that the checkpoint reader can run without TensorFlow.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-
-import keras
+import socket
 
 
 class WeightsError(ValueError):
@@ -53,9 +53,12 @@ def keras_cache_path(file_name: str) -> str:
 
 
 MIRROR_VARIABLE = "KERAS_L2T_WEIGHTS_DIR"
+# seconds a download may wait to connect or for its next bytes; offline machines whose packets vanish
+# otherwise wait minutes for the system's TCP timeout
+NETWORK_TIMEOUT = 15.0
 
 
-def offline_hint(backbone: str, source: WeightSource, error: Exception) -> str:
+def offline_hint(backbone: str, source: WeightSource, error: Exception | str) -> str:
     """The message for named weights that could not be downloaded.
 
     Args:
@@ -115,6 +118,9 @@ def find_in_mirror(source: WeightSource) -> str | None:
 def download(source: WeightSource, backbone: str) -> str:
     """Find a named weights file in the local mirror (`find_in_mirror`), or download it into the Keras cache.
 
+    The download's sockets time out after `NETWORK_TIMEOUT` seconds without progress, so that an offline machine
+    gets a `WeightsUnavailableError` (saying where to put the file) in seconds, not after minutes.
+
     Args:
         source: the file's address, name and checksum.
         backbone: the backbone's name, for error messages.
@@ -122,11 +128,20 @@ def download(source: WeightSource, backbone: str) -> str:
     Returns:
         The local path of the file.
 
+    Raises:
+        WeightsUnavailableError: the file is not in the mirror or the cache and cannot be downloaded.
+
     """
     mirrored = find_in_mirror(source)
     if mirrored:
         return mirrored
+    import keras
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(NETWORK_TIMEOUT)  # urllib (under Keras) takes no timeout; its sockets take this one
     try:
         return keras.utils.get_file(source.file_name, source.url, file_hash=source.sha256, cache_subdir="models")
     except Exception as error:  # keras raises a bare Exception on a failed fetch
         raise WeightsUnavailableError(offline_hint(backbone, source, error)) from error
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -1,0 +1,166 @@
+"""Checkpoints read within their bytes (issue 39, finding 1) and offline downloads that fail fast (finding 6).
+
+Each damaged file is a mutated copy of the real L2T-ww checkpoint, written to a temporary folder.
+"""
+
+import io
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from checkpoint_fuzz import Base
+
+from keras_l2t import backbones, weights
+from keras_l2t.torch_checkpoint import CheckpointError, read_torch_checkpoint
+from keras_l2t.weight_formats import read_state_dict
+from keras_l2t.weights import WeightsError
+
+CHECKPOINT = "weights/resnet32_tinyimagenet_l2tww.pth.tar"
+FUZZ = Path(__file__).with_name("checkpoint_fuzz.py")
+MUTATIONS_PER_FORMAT = 500
+
+
+@pytest.fixture(scope="module")
+def real(shared) -> bytes:
+    return (shared / CHECKPOINT).read_bytes()
+
+
+def first_tensor_field(real: bytes, field: int) -> int:
+    """Where the first tensor's `field`-th integer (0 offset, 1-4 shape, 5-8 strides) sits in the file."""
+    handle = io.BytesIO(real)
+    for _ in range(3):
+        pickle.load(handle)
+    start = handle.tell()
+    persistent = real.index(b"Q", real.index(b"cuda:0", start))  # BINPERSID after the first storage's location
+    integers = [i for i in range(persistent + 1, persistent + 40) if real[i] == ord("K")][field]
+    return integers
+
+
+def write(tmp_path: Path, data: bytes, name: str = "damaged.pth.tar") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_a_tensor_larger_than_its_storage_is_refused(real, tmp_path):
+    size = first_tensor_field(real, 1)
+    assert real[size : size + 2] == b"K\x10"  # conv1.weight is 16 x 3 x 3 x 3 in a storage of 432 floats
+    path = write(tmp_path, real[: size + 1] + b"\xff" + real[size + 2 :])  # 255 x 3 x 3 x 3
+    with pytest.raises(CheckpointError, match=f"{path}.*shape \\(255, 3, 3, 3\\).*holds 432"):
+        read_torch_checkpoint(path)
+    base = Base(Path(path), "zip")
+    zipped = write(tmp_path, base.assemble(base.main, base.storages), "damaged.pth")
+    with pytest.raises(CheckpointError, match=f"{zipped}.*shape \\(255, 3, 3, 3\\).*holds 432"):
+        read_torch_checkpoint(zipped)
+
+
+def test_strides_beyond_the_storage_are_refused_not_a_crash(real, tmp_path):
+    stride = first_tensor_field(real, 5)
+    assert real[stride : stride + 2] == b"K\x1b"  # the first stride, 27
+    crafted = real[:stride] + b"J" + (2**28).to_bytes(4, "little") + real[stride + 2 :]
+    path = write(tmp_path, crafted)
+    code = "from keras_l2t.torch_checkpoint import read_torch_checkpoint as read\n"
+    code += f"try: read({str(path)!r})\nexcept Exception as error: print(error)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"the reader died with {run.returncode}: {run.stderr[-2000:]}"  # was -11 (SIGSEGV)
+    assert f"{path} is not a readable PyTorch checkpoint" in run.stdout and "strides (268435456, 9, 3, 1)" in run.stdout
+
+
+def test_a_truncated_checkpoint_is_refused_with_its_name(real, tmp_path):
+    last = write(tmp_path, real[:-800], "last_800_bytes_missing.pth.tar")  # loaded with a non-finite fc.bias before
+    with pytest.raises(CheckpointError, match=f"{last}.*ends inside storage .*0 of 800 bytes"):
+        read_state_dict(last)
+    half = write(tmp_path, real[: len(real) // 2], "half.pth.tar")  # IndexError before
+    with pytest.raises(CheckpointError, match=f"{half} is neither .* nor a readable PyTorch checkpoint: the file ends"):
+        backbones.build("resnet32", weights=str(half))
+    header = write(tmp_path, real[:20_000], "header_only.pth.tar")
+    with pytest.raises(CheckpointError, match=f"{header} is not a readable .*data is cut short or damaged"):
+        read_torch_checkpoint(header)
+
+
+def test_non_finite_weights_are_refused(real, tmp_path, shared):
+    bias = read_state_dict(shared / CHECKPOINT)["fc.bias"]
+    at = real.rindex(bias.tobytes())  # fc.bias, the last storage
+    damaged = bytearray(real)
+    damaged[at + 4 * 7 : at + 4 * 8] = np.float32(np.inf).tobytes()
+    damaged[at + 4 * 9 : at + 4 * 10] = np.float32(np.nan).tobytes()
+    path = write(tmp_path, bytes(damaged))
+    assert np.isinf(read_torch_checkpoint(path)["state_dict"]["fc.bias"][7])  # the reader reads what is there
+    with pytest.raises(WeightsError, match=f"{path}: .fc.bias. holds 2 non-finite values"):
+        read_state_dict(path)
+
+
+def test_the_zip_copy_reads_as_the_published_checkpoint(real, tmp_path, shared):
+    base = Base(shared / CHECKPOINT, "zip")
+    zipped = read_state_dict(write(tmp_path, base.data, "zipped.pth"))
+    with np.load(shared / "weights/resnet32_tinyimagenet_l2tww_state_dict.npz") as expected:
+        assert sorted(zipped) == sorted(expected.files)
+        for key in expected.files:
+            np.testing.assert_array_equal(zipped[key], expected[key])
+
+
+def fuzz(shared: Path, form: str, seed: int, folder: Path) -> subprocess.Popen:
+    folder.mkdir()
+    command = [sys.executable, str(FUZZ), str(shared / CHECKPOINT), form, str(seed), str(MUTATIONS_PER_FORMAT)]
+    environment = os.environ | {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(FUZZ.parent), os.environ.get("PYTHONPATH")]))
+    }
+    return subprocess.Popen(
+        [*command, str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
+
+
+def test_a_thousand_mutated_checkpoints_never_crash_the_reader(shared, tmp_path):
+    start = time.perf_counter()
+    runs = {form: fuzz(shared, form, seed, tmp_path / form) for form, seed in (("legacy", 39), ("zip", 40))}
+    for form, run in runs.items():
+        try:
+            out, err = run.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            out, err = run.communicate()
+            pytest.fail(f"{form}: hung after mutation {len(out.splitlines())}: {err[-2000:]}")
+        rows = [json.loads(line) for line in out.splitlines()]
+        assert run.returncode == 0, (
+            f"{form}: mutation {len(rows)} ended the reader with {run.returncode}: {err[-3000:]}"
+        )
+        assert len(rows) == MUTATIONS_PER_FORMAT
+        bad = [row for row in rows if row["outcome"] != "loaded" and row["outcome"] != "refused"]
+        assert not bad, f"{form}: {bad[:5]}"
+        outcomes = {kind: sum(row["outcome"] == kind for row in rows) for kind in ("loaded", "refused")}
+        print(f"{form}: {outcomes} of {len(rows)} mutations", end="; ")
+        assert outcomes["loaded"] and outcomes["refused"], "both outcomes occur, or the fuzz tests too little"
+    print(f"{time.perf_counter() - start:.1f} s")
+
+
+def test_offline_download_fails_fast_with_where_to_put_the_file(monkeypatch, tmp_path):
+    from keras.src.utils import file_utils
+
+    (tmp_path / "keras_home").mkdir()
+    monkeypatch.setattr(file_utils.config, "keras_home", lambda: str(tmp_path / "keras_home"))
+    monkeypatch.delenv(weights.MIRROR_VARIABLE, raising=False)
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    waits = []
+
+    def unanswered(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, *unused):
+        """A network whose packets vanish: a connection waits for its timeout (none: minutes, here 5 s)."""
+        limit = socket.getdefaulttimeout() if timeout is socket._GLOBAL_DEFAULT_TIMEOUT else timeout
+        waits.append(limit)
+        time.sleep(5 if limit is None else 0)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", unanswered)
+    start = time.perf_counter()
+    with pytest.raises(weights.WeightsUnavailableError, match=weights.MIRROR_VARIABLE) as raised:
+        backbones.build("resnet32", weights="tinyimagenet")
+    assert time.perf_counter() - start < 4 and waits and all(wait and wait <= 30 for wait in waits), waits
+    assert "\n" not in str(raised.value) and "timed out" in str(raised.value)
+    assert socket.getdefaulttimeout() is None  # the process-wide default is put back
