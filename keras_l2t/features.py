@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from keras_l2t import data
 
-__all__ = ["HeadTraining", "frozen_backbone", "head_training"]
+__all__ = ["HeadTraining", "frozen_backbone", "head_training", "pooled_outputs"]
 
 HEAD_LAYERS = ("head_dropout", "head_classifier")  # what `strategies` builds above the backbone's pooled output
 
@@ -93,13 +93,35 @@ def head_training(model: keras.Model, splits: data.Data, *, views: int, seed: in
     return HeadTraining(head, cached, time.time() - started, views)
 
 
+def pooled_outputs(extractor: keras.Model, batches: tf.data.Dataset) -> tuple[list[np.ndarray], np.ndarray]:
+    """One pass of a frozen extractor over a batched dataset, each output averaged over space.
+
+    Args:
+        extractor: a model with one or more outputs (e.g. `backbones.tap_model`), run in inference mode.
+        batches: batched (images, labels), already preprocessed.
+
+    Returns:
+        (one float32 (N, channels) array per output, in the extractor's order; the (N,) labels).
+
+    """
+    outputs, labels = [], []
+    for images, batch_labels in batches:
+        batch = extractor.predict_on_batch(images)
+        batch = batch if isinstance(batch, (list, tuple)) else [batch]
+        outputs.append([_pooled(np.asarray(output)) for output in batch])  # per batch: maps can be large
+        labels.append(np.asarray(batch_labels))
+    return [np.concatenate(chunks) for chunks in zip(*outputs, strict=True)], np.concatenate(labels)
+
+
+def _pooled(output: np.ndarray) -> np.ndarray:
+    """A batch of feature maps (B, H, W, C) averaged over space, as float32 (B, C); vectors are kept."""
+    return (output.mean(axis=(1, 2)) if output.ndim == 4 else output).astype("float32")
+
+
 def _features(extractor: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """One pass of the extractor over a batched dataset: (features, labels)."""
-    features, labels = [], []
-    for images, batch_labels in batches:
-        features.append(np.asarray(extractor.predict_on_batch(images)))
-        labels.append(np.asarray(batch_labels))
-    return np.concatenate(features).astype("float32"), np.concatenate(labels)
+    (features,), labels = pooled_outputs(extractor, batches)
+    return features, labels
 
 
 def _epochs_of_views(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:

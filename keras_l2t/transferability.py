@@ -65,15 +65,20 @@ def _check_rows(matrix, labels, what: str) -> tuple[np.ndarray, np.ndarray]:
     return matrix, labels
 
 
-def _spectrum(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A thin SVD F = U S V^T as (U, S^2), dropping singular values at or below 1e-10 when N > D."""
+def _spectrum(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A thin SVD F = U S V^T as (U, S^2, V), dropping singular values at or below 1e-10 when N > D."""
     if len(features) <= features.shape[1]:
-        basis, singular, _ = np.linalg.svd(features, full_matrices=False)
-        return basis, singular**2
+        left, singular, right = np.linalg.svd(features, full_matrices=False)
+        return left, singular**2, right.T
     eigenvalues, vectors = np.linalg.eigh(features.T @ features)  # D x D is the cheaper side
     singular = np.sqrt(np.clip(eigenvalues, 0.0, None))
     keep = singular > 1e-10
-    return features @ vectors[:, keep] / singular[keep], singular[keep] ** 2
+    return features @ vectors[:, keep] / singular[keep], singular[keep] ** 2, vectors[:, keep]
+
+
+def _padded(sigma: np.ndarray, dims: int) -> np.ndarray:
+    """The D eigenvalues of F^T F: the k nonzero ones, then D - k zeros."""
+    return np.concatenate([sigma, np.zeros(dims - len(sigma))])
 
 
 def _evidence(dims, count, alpha, beta, sigma, residual, weight_norm) -> float:
@@ -106,13 +111,15 @@ def _logme_fixed_point(features: np.ndarray, target: np.ndarray, basis, sigma, f
         alpha, beta = gamma / (weight_norm + EPSILON), (count - gamma) / (residual + EPSILON)
         if abs(alpha / beta - ratio) / ratio <= 1e-3:
             break
-    if full_spectrum:
-        sigma = np.concatenate([sigma, np.zeros(dims - len(sigma))])
-    return _evidence(dims, count, alpha, beta, sigma, residual, weight_norm)
+    return _evidence(dims, count, alpha, beta, _padded(sigma, dims) if full_spectrum else sigma, residual, weight_norm)
 
 
 def _logme_icml(features: np.ndarray, target: np.ndarray, vectors, sigma) -> float:
-    """One target column by MacKay's updates (You et al., ICML 2021, Algorithm 1), with m = beta A^-1 F^T y."""
+    """One target column by MacKay's updates (You et al., ICML 2021, Algorithm 1), with m = beta A^-1 F^T y.
+
+    `vectors` (D x k) span the row space of F; F^T y has no part outside it, so m and gamma need only these,
+    and the D - k zero eigenvalues enter log|A| alone.
+    """
     count, dims = features.shape
     rotated = vectors.T @ (features.T @ target)
     alpha = beta = 1.0
@@ -125,7 +132,7 @@ def _logme_icml(features: np.ndarray, target: np.ndarray, vectors, sigma) -> flo
         alpha, beta = gamma / weight_norm, (count - gamma) / residual
         if abs(alpha / beta - ratio) / ratio < 0.01:
             break
-    return _evidence(dims, count, alpha, beta, sigma, residual, weight_norm)
+    return _evidence(dims, count, alpha, beta, _padded(sigma, dims), residual, weight_norm)
 
 
 def logme(features, labels, algorithm: str = "fixed_point", full_spectrum: bool = True) -> float:
@@ -160,12 +167,10 @@ def logme(features, labels, algorithm: str = "fixed_point", full_spectrum: bool 
         raise ValueError(f"Unknown LogME algorithm {algorithm!r}; choose one of {', '.join(LOGME_ALGORITHMS)}.")
     features, labels = _check_rows(features, labels, "features")
     targets = np.eye(labels.max() + 1)[labels].T  # one regression target per class
+    basis, sigma, vectors = _spectrum(features)
     if algorithm == "fixed_point":
-        basis, sigma = _spectrum(features)
         evidences = [_logme_fixed_point(features, target, basis, sigma, full_spectrum) for target in targets]
     else:
-        eigenvalues, vectors = np.linalg.eigh(features.T @ features)
-        sigma = np.clip(eigenvalues, 0.0, None)
         evidences = [_logme_icml(features, target, vectors, sigma) for target in targets]
     return float(np.mean(evidences))
 
@@ -250,6 +255,8 @@ def h_score(features, labels) -> float:
     """
     features, labels = _check_rows(features, labels, "features")
     class_means = np.stack([features[labels == label].mean(axis=0) for label in range(labels.max() + 1)])
-    covariance = np.atleast_2d(np.cov(features, rowvar=False))
-    between = np.atleast_2d(np.cov(class_means[labels], rowvar=False))
-    return float(np.trace(np.linalg.pinv(covariance, rcond=1e-15) @ between))
+    centred, between = features - features.mean(axis=0), class_means[labels] - features.mean(axis=0)
+    # cov(f)^+ from the thin SVD of the centred features (pinv's cut: s^2 <= 1e-15 s_max^2); the N - 1 cancels
+    _, singular, right = np.linalg.svd(centred, full_matrices=False)
+    keep = singular**2 > 1e-15 * singular[0] ** 2
+    return float(np.sum((between @ right[keep].T / singular[keep]) ** 2))
