@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import socket
 import subprocess
 import sys
@@ -84,6 +85,20 @@ def test_a_truncated_checkpoint_is_refused_with_its_name(real, tmp_path):
     header = write(tmp_path, real[:20_000], "header_only.pth.tar")
     with pytest.raises(CheckpointError, match=f"{header} is not a readable .*data is cut short or damaged"):
         read_torch_checkpoint(header)
+
+
+def test_pickles_that_state_huge_sizes_allocate_nothing(real, tmp_path):
+    handle = io.BytesIO(real)
+    for _ in range(3):
+        pickle.load(handle)
+    memo = next(at for op, _, at in pickletools.genops(handle) if op.name == "LONG_BINPUT")
+    assert real[memo] == ord("r")
+    huge_memo = write(tmp_path, real[: memo + 1] + (2**31 - 1).to_bytes(4, "little") + real[memo + 5 :], "memo.pth")
+    state = read_torch_checkpoint(huge_memo)["state_dict"]  # CPython's C unpickler asks for 32 GiB here
+    assert len(state) == 201 and state["fc.bias"].shape == (200,)  # the entry is never read back: a valid file
+    buffer = write(tmp_path, b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + real[11:], "buffer.pth")
+    with pytest.raises(CheckpointError, match=f"{buffer} .*protocol-5 buffer"):
+        read_torch_checkpoint(buffer)  # pickle's BYTEARRAY8 would allocate 1 TiB first
 
 
 def test_non_finite_weights_are_refused(real, tmp_path, shared):
