@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 
 from keras_l2t import data, hardware, strategies
@@ -15,7 +16,7 @@ __all__ = ["ALL_SAMPLES", "RunConfig", "parse_samples", "samples_label"]
 _LEAST = {
     "epochs": 1, "batch_size": 1, "backup_every": 1, "seed": 0, "fine_tune_epochs": 0, "last_blocks": 1,
     "samples_per_class": 1, "image_size": 1, "patience": 1, "meta_every": 1,
-    "validate_every": 1, "feature_views": 1,
+    "validate_every": 1, "feature_views": 1, "meta_steps": 1, "meta_warmup": 0,
 }  # fmt: skip
 _OPTIONAL = ("samples_per_class", "image_size", "patience")
 _NOT_IN_KEY = ("out", "verbose", "backup_every", "backup_seconds", "keep_model", "devices")  # how, not what
@@ -23,6 +24,9 @@ _KEY_SINCE = {
     "validate_every": 1,
     "feature_views": 10,
     "mixed_precision": None,
+    "meta_steps": 1,
+    "meta_warmup": 0,
+    "meta_reach": None,
 }  # fields added later: at these values (what runs did before) not in the key
 ALL_SAMPLES = "all"  # how tables, file names and the command line spell samples_per_class=None
 
@@ -73,6 +77,10 @@ class RunConfig:
         feature_views: a frozen backbone's (`feature_extraction`) features are computed once per training image,
             for this many augmented views when the data is augmented (`keras_l2t.features`).
         meta_every: L2T methods: the meta step every this many iterations (1, the reference, by default).
+        meta_steps: L2T methods: meta steps per meta iteration, each on a fresh look-ahead (1, the reference).
+        meta_warmup: L2T methods: meta steps on the first batch before the target trains (0, the reference).
+        meta_reach: L2T methods: the meta rate becomes meta_reach / the run's meta steps, so that Adam can move a
+            meta weight by about this much (`keras_l2t.meta_schedule`); None keeps the reference's 1e-4.
         fine_tune_epochs: two-phase recipe: after `epochs`, unfreeze the whole backbone for this many more.
         fine_tune_learning_rate: the rate of that second phase.
         devices: train on this many devices (GPUs, else logical CPU devices) or "all", under MirroredStrategy
@@ -116,6 +124,9 @@ class RunConfig:
     validate_every: int = 1
     feature_views: int = 10
     meta_every: int = 1
+    meta_steps: int = 1
+    meta_warmup: int = 0
+    meta_reach: float | None = None
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
     devices: int | str = 1
@@ -143,6 +154,8 @@ class RunConfig:
                 f"mixed_precision (--mixed-precision) must be one of {', '.join(hardware.PRECISIONS)} or None, "
                 f"got {self.mixed_precision!r}."
             )
+        if self.meta_reach is not None and (isinstance(self.meta_reach, bool) or not 0 < self.meta_reach < math.inf):
+            raise ValueError(f"meta_reach (--meta-reach) must be a positive number, got {self.meta_reach!r}.")
         if self.learning_rate is not None and not (0 < self.learning_rate < float("inf")):
             raise ValueError(f"learning_rate (--learning-rate) must be a positive number, got {self.learning_rate!r}.")
         if isinstance(self.backup_seconds, bool) or not (0 <= self.backup_seconds < float("inf")):

@@ -15,8 +15,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_l2t import backbones, hardware, matching
-from keras_l2t.optim import TorchAdam, TorchSGD, torch_sgd_step
+from keras_l2t import backbones, hardware, matching, meta_schedule
+from keras_l2t.meta_step import BilevelMetaStep, replicas, sum_over_replicas  # noqa: F401  (re-exported)
+from keras_l2t.optim import TorchAdam, TorchSGD
 
 METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www")
 META_METHODS = ("l2t_ww", "l2t_www")
@@ -56,20 +57,7 @@ def _default_pairs(method: str, source_shapes, target_shapes) -> list[tuple[int,
     return pairs
 
 
-def replicas() -> int:
-    """How many replicas train in sync (1 outside a `tf.distribute` strategy)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def sum_over_replicas(values: list) -> list:
-    """Sum tensors over the replicas of the current strategy (differentiable: the gradient of a sum is a sum)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return values
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
-
-
-class L2TModel(keras.Model):
+class L2TModel(BilevelMetaStep, keras.Model):
     """Train a target network with (meta-)weighted feature matching against a frozen source network.
 
     `fit` runs `train_step`; `evaluate` and `predict` use the target alone; `model.target` is the trained
@@ -90,6 +78,11 @@ class L2TModel(keras.Model):
         meta_weight_decay: coupled weight decay of the meta optimizer.
         meta_every: take the meta step every this many iterations (1, the reference, every iteration; k > 1
             costs about (real step + meta step / k) per iteration, and makes k times fewer meta updates).
+        meta_steps: meta steps per meta iteration, each on a fresh look-ahead (1, the reference).
+        meta_warmup: meta steps on the first batch before the target's first step (0, the reference).
+        meta_reach: scale the meta rate to the run: rate = meta_reach / the run's planned meta steps, so that
+            Adam can move a meta weight by about this much (`meta_schedule.MetaRate`, which
+            `strategies.callbacks` adds); None (the reference) keeps the meta optimizer's rate.
         name: the model's name.
 
     """
@@ -107,15 +100,18 @@ class L2TModel(keras.Model):
         target_taps=None,
         meta_weight_decay: float = 1e-4,
         meta_every: int = 1,
+        meta_steps: int = 1,
+        meta_warmup: int = 0,
+        meta_reach: float | None = None,
         name: str = "l2t",
     ):
         super().__init__(name=name)
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
         self.method, self.beta, self.inner_steps, self.meta_weight_decay = method, beta, inner_steps, meta_weight_decay
-        if not (isinstance(meta_every, int) and meta_every >= 1):
-            raise ValueError(f"meta_every must be a whole number of at least 1, got {meta_every!r}.")
-        self.meta_every = meta_every
+        meta_schedule.check_options(meta_every, meta_steps, meta_warmup, meta_reach)
+        self.meta_every, self.meta_steps, self.meta_warmup = meta_every, meta_steps, meta_warmup
+        self.meta_reach = meta_reach
         source.trainable = False
         self.source, self.target = source, target
         if source_taps is None:
@@ -268,65 +264,6 @@ class L2TModel(keras.Model):
             matching_loss += matching.pair_loss(source_maps[m], target_map, what, where, which)
         return cross_entropy, matching_loss, logits, statistics
 
-    def _sgd(self, theta, velocity, loss_function):
-        """One differentiable look-ahead step, the same on every replica (its gradient is the global batch's)."""
-        with tf.GradientTape() as tape:
-            tape.watch(theta)
-            loss = loss_function(theta) / replicas()  # summed over replicas: the global batch's mean
-        gradients = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        gradients = sum_over_replicas(gradients)
-        optimizer = self.target_optimizer
-        rate = tf.cast(optimizer.learning_rate, theta[0].dtype)
-        momentum, decay = optimizer.momentum, optimizer.coupled_weight_decay
-        steps = [
-            torch_sgd_step(value, v, g, rate, momentum, decay)
-            for value, v, g in zip(theta, velocity, gradients, strict=True)
-        ]
-        return [step[0] for step in steps], [step[1] for step in steps]
-
-    def lookahead_loss(self, inputs, labels, source_maps):
-        """The outer objective of the meta step: CE after T matching look-ahead steps and one CE step.
-
-        Starts from the current target weights and momentum buffers; differentiable with respect to phi. Under a
-        mixed policy it computes in the variable dtype (float32), see `hardware.computing_in`.
-
-        Args:
-            inputs: the (augmented) batch.
-            labels: its labels.
-            source_maps: the source's tapped features of the batch.
-
-        Returns:
-            The outer cross-entropy (scalar).
-
-        """
-        with hardware.computing_in(self.target_features, self.theta[0].dtype):  # mixed policy: float32
-            return self._lookahead_loss(inputs, labels, source_maps)
-
-    def _lookahead_loss(self, inputs, labels, source_maps):
-        weights = self.meta_weights(source_maps)
-        theta = [tf.identity(variable.value) for variable in self.theta]
-        velocity = [tf.identity(buffer.value) for buffer in self.target_optimizer.velocity_for(self.theta)]
-        for _ in range(self.inner_steps):
-            theta, velocity = self._sgd(
-                theta, velocity, lambda t: self.beta * self.losses_at(t, inputs, labels, source_maps, weights)[1]
-            )
-        theta, velocity = self._sgd(
-            theta, velocity, lambda t: self.losses_at(t, inputs, labels, source_maps, weights)[0]
-        )
-        return self.losses_at(theta, inputs, labels, source_maps, weights)[0]
-
-    def meta_gradients(self, inputs, labels, source_maps):
-        """d(lookahead_loss)/d(phi) through the look-ahead steps (second order).
-
-        Returns:
-            (outer loss, gradients in `self.phi` order).
-
-        """
-        with tf.GradientTape() as tape:
-            outer = self.lookahead_loss(inputs, labels, source_maps)
-            scaled = outer / replicas()  # the meta optimizer sums the replicas' gradients
-        return outer, tape.gradient(scaled, self.phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-
     # ---------------------------------------------------------------------------------- fit / evaluate
 
     def train_step(self, data):
@@ -335,7 +272,8 @@ class L2TModel(keras.Model):
         theta <- SGD step on CE + beta * L_wfm (eq. 2, gamma-weighted for L2T-www) with phi fixed; then, for
         l2t_ww / l2t_www (every `meta_every` iterations), phi <- Adam step on the gradient of the look-ahead CE
         (`lookahead_loss`, eq. 5-6) plus weight decay. The order and the look-ahead follow the authors' code
-        (checked equal to it in float64, benchmarks/reference_check.py).
+        (checked equal to it in float64, benchmarks/reference_check.py). The schedules `meta_steps` and
+        `meta_warmup` (`BilevelMetaStep`) take more such steps; off, the step is the reference's.
 
         Args:
             data: (images, labels) of one batch.
@@ -346,6 +284,8 @@ class L2TModel(keras.Model):
         """
         inputs, labels = data[0], data[1]
         source_maps = self.source_maps(inputs)
+        if self.phi:
+            self.meta_warm_up(inputs, labels, source_maps)  # the first iteration only, when asked
         weights = self.meta_weights(source_maps)
         theta = [variable.value for variable in self.theta]
         with tf.GradientTape() as tape:  # 1. the real step on theta
@@ -360,27 +300,13 @@ class L2TModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, self.theta, strict=True))
         for variable, value in zip(self.target_features.non_trainable_variables, statistics, strict=True):
             variable.assign(value)  # BatchNorm statistics move once per step, never in the look-ahead
-        meta_loss, meta_ran = tf.constant(0.0, loss.dtype), tf.constant(0.0, loss.dtype)
-        if self.method in META_METHODS:  # 2. the meta step on phi, from the updated theta
-            if self.meta_every == 1:
-                meta_loss, meta_ran = self._meta_step(inputs, labels, source_maps), tf.constant(1.0, loss.dtype)
-            else:  # every k-th iteration (the first included)
-                due = tf.equal((self.optimizer.iterations - 1) % self.meta_every, 0)
-                meta_loss = tf.cond(due, lambda: self._meta_step(inputs, labels, source_maps), lambda: meta_loss)
-                meta_ran = tf.cast(due, loss.dtype)
+        meta_loss, meta_ran = self.meta_phase(inputs, labels, source_maps, loss.dtype)  # 2. phi, from the new theta
         values = {"loss": loss, "ce": cross_entropy, "matching": matching_loss}
         for key, value in values.items():
             self.trackers[key].update_state(value)
         self.trackers["meta_loss"].update_state(meta_loss, sample_weight=meta_ran)  # steps that ran it only
         self.accuracy.update_state(labels, logits)
         return {metric.name: metric.result() for metric in self.metrics}
-
-    def _meta_step(self, inputs, labels, source_maps):
-        meta_loss, meta_gradients = self.meta_gradients(inputs, labels, source_maps)
-        decay = self.meta_weight_decay / replicas()  # added on each replica, then summed with the gradients
-        meta_gradients = [g + decay * p for g, p in zip(meta_gradients, self.phi, strict=True)]
-        self.meta_optimizer.apply_gradients(zip(meta_gradients, self.phi, strict=True))
-        return meta_loss
 
     def test_step(self, data):
         """The target's cross-entropy and accuracy on one batch (inference mode), for `evaluate` and validation."""

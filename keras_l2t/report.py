@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 
-from keras_l2t import intervals, stats, strategies
+from keras_l2t import intervals, meta_health, stats, strategies
 from keras_l2t.paths import GridPaths
 
 __all__ = [
@@ -299,11 +299,19 @@ def _meta_drift_section(results: pd.DataFrame, paths: GridPaths) -> str:
     meta = [name for name in strategies.names() if strategies.spec(name).meta]
     meta_runs = results.loc[results["strategy"].isin(meta), "run"]
     drift = stats.meta_weight_drift(paths.tensorboard, meta_runs) if len(meta_runs) else pd.DataFrame()
-    if drift.empty:
+    health = meta_health.health_table(results)  # the health check's figures (issue 37), from the results rows
+    if drift.empty and not health:
         return ""
-    return (
-        "\n## How far the meta-networks moved\n\nWhere weights (lambda, mean over pairs) after the first and the last "
-        "epoch, and the largest drop of a pair's what entropy below log C (the uniform start).\n\n"
-        + stats.meta_drift_table(drift)
-        + "\n"
-    )
+    text = "\n## How far the meta-networks moved\n\n"
+    if not drift.empty:
+        text += (
+            "Where weights (lambda, mean over pairs) after the first and the last epoch, and the largest drop of a "
+            "pair's what entropy below log C (the uniform start).\n\n" + stats.meta_drift_table(drift) + "\n\n"
+        )
+    if health:
+        text += (
+            "The health check (`meta_health.MetaHealth`, on 8 validation images, from the start of `fit`): bound = "
+            "meta rate x meta steps, about the most Adam can move a meta weight; below 0.25 the run could not "
+            "learn its pair weights.\n\n" + health + "\n"
+        )
+    return text

@@ -42,7 +42,7 @@ __all__ = ["RESULT_COLUMNS", "OutputInUse", "append_result", "lock", "read_resul
 RESULT_COLUMNS = [
     "run", "key", "strategy", "network", "dataset", "samples_per_class", "imbalanced", "seed", "epochs_run",
     "best_epoch", "train_accuracy", "validation_accuracy", "test_accuracy", "wall_seconds", "diverged_epoch",
-    "per_class_accuracy",
+    "per_class_accuracy", "meta_health",
 ]  # fmt: skip
 _INTEGERS = ("seed", "epochs_run", "best_epoch")
 _REQUIRED_NUMBERS = ("train_accuracy", "wall_seconds")

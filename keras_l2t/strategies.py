@@ -21,6 +21,8 @@ import keras
 
 from keras_l2t import backbones
 from keras_l2t.l2t import META_METHODS, L2TModel
+from keras_l2t.meta_health import MetaHealth
+from keras_l2t.meta_schedule import MetaRate
 from keras_l2t.optim import TorchSGD, reference_cosine
 
 __all__ = [
@@ -293,21 +295,27 @@ def build(
     return _classic(strategy, backbone, num_classes, options)
 
 
-def callbacks(model: keras.Model, epochs: int) -> list:
+def callbacks(model: keras.Model, epochs: int, probe=None, log_dir: str | None = None) -> list:
     """Callbacks a strategy's model needs during `fit`.
 
     Keras' `TerminateOnNaN` (a diverged run stops instead of training on NaN), and for L2TModel the reference
-    cosine schedule (a classic strategy's schedule lives in its optimizer).
+    cosine schedule (a classic strategy's schedule lives in its optimizer); for L2T-ww / L2T-www also the meta
+    rate scaled to the run when the model asks for it (`meta_schedule.MetaRate`) and the health check that warns
+    at the end of `fit` when the meta-networks could not or did not learn (`meta_health.MetaHealth`).
 
     Args:
         model: a model from `build`.
         epochs: the run's length.
+        probe: for L2T, a fixed preprocessed batch (a few validation images) to measure the meta-networks on;
+            None measures their weights only.
+        log_dir: for L2T, the TensorBoard run folder of the health figures (`<log_dir>/meta`); None: none.
 
     """
     stop = [keras.callbacks.TerminateOnNaN()]
     if isinstance(model, L2TModel):
         rate = float(model.optimizer.learning_rate.numpy())  # (float() fails on a MirroredVariable)
-        return stop + [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, rate))]
+        meta = [MetaRate(), MetaHealth(probe, log_dir)] if model.phi else []
+        return stop + [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, rate)), *meta]
     return stop
 
 
