@@ -133,6 +133,9 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     parser.add_argument(
         "--meta-every", type=positive, help="L2T methods: the meta step every k iterations (default 1, the reference)"
     )
+    parser.add_argument("--meta-reach", type=rate, help="L2T methods: meta rate = this / the meta steps")
+    parser.add_argument("--meta-steps", type=positive, help="L2T methods: meta steps per meta iteration (default 1)")
+    parser.add_argument("--meta-warmup", type=lambda text: whole(text, 0), help="L2T: meta steps before training")
     parser.add_argument("--fine-tune-learning-rate", type=rate, help="the second phase's rate (default 1e-5)")
     parser.add_argument("--validation", type=split, help="validation split: a fraction, or a count if >= 1")
     parser.add_argument(
@@ -238,6 +241,7 @@ def main(argv=None) -> int:
         "learning_rate": args.learning_rate,
         "fine_tune_epochs": args.fine_tune_epochs,
         "meta_every": args.meta_every,
+        **{key: getattr(args, key) for key in ("meta_reach", "meta_steps", "meta_warmup")},
         "fine_tune_learning_rate": args.fine_tune_learning_rate,
         "validation": validation,
         "augment": args.augment,
