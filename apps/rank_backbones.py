@@ -48,20 +48,14 @@ def _write_csv(rows, path: str) -> None:
 
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["candidate", "weights", "dims", *ranking.SCORES, "forward_seconds", "probe_accuracy", "notes"])
+        timings = [f"{name}_seconds" for name in ("features", *ranking.SCORES, "probe", "validation_features")]
+        writer.writerow(["candidate", "weights", "dims", *ranking.SCORES, *timings, "probe_accuracy", "notes"])
         for row in rows:
             scores = [row.scores.get(name, "") for name in ranking.SCORES]
+            seconds = [row.seconds.get(name.removesuffix("_seconds"), "") for name in timings]
             accuracy = "" if row.probe_accuracy is None else row.probe_accuracy
             writer.writerow(
-                [
-                    row.candidate.name,
-                    row.candidate.weights,
-                    row.dims,
-                    *scores,
-                    row.seconds["features"],
-                    accuracy,
-                    "; ".join(row.notes),
-                ]
+                [row.candidate.name, row.candidate.weights, row.dims, *scores, *seconds, accuracy, "; ".join(row.notes)]
             )
 
 
@@ -93,7 +87,7 @@ def main(argv=None) -> int:
     text = [ranking_report.table(rows, args.score)]
     if args.validate:
         text.append(ranking_report.correlation_table(ranking.correlations(rows)))
-    text.append(ranking_report.suggestion(rows, args.score))
+    text += [ranking_report.suggestion(rows, args.score), ranking_report.costs(rows)]
     print("\n\n".join(text))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ranking.md"), "w") as file:

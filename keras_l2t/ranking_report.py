@@ -6,7 +6,7 @@ import numpy as np
 
 from keras_l2t.ranking import SCORES, Row, weights_label
 
-__all__ = ["correlation_table", "plot", "suggestion", "table"]
+__all__ = ["correlation_table", "costs", "plot", "suggestion", "table"]
 
 HEADINGS = {
     "logme": "LogME",
@@ -50,6 +50,29 @@ def table(rows: list[Row], score: str = "logme") -> str:
             cells += [f"{row.seconds.get('probe', 0.0):.2f}", f"{100 * (row.probe_accuracy or 0.0):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def costs(rows: list[Row]) -> str:
+    """One line on the seconds spent: the forward passes and the scores, against the probes (when fitted).
+
+    Args:
+        rows: from `ranking.rank`; the taps of one network and size share their forward pass, counted once.
+
+    Returns:
+        The line.
+
+    """
+    networks = {(row.candidate.backbone, row.candidate.weights, row.candidate.image_size): row for row in rows}
+    forward = sum(row.seconds["features"] for row in networks.values())
+    scoring = sum(_milliseconds(row) for row in rows) / 1000
+    text = f"Cost: {len(rows)} candidates, {len(networks)} forward passes over the scored images {forward:.1f} s"
+    text += f" + scores {scoring:.1f} s = {forward + scoring:.1f} s"
+    if any(row.probe_accuracy is not None for row in rows):
+        fits = sum(row.seconds.get("probe", 0.0) for row in rows)
+        held_out = sum(row.seconds.get("validation_features", 0.0) for row in networks.values())
+        text += f"; the probes: the same forward passes + fits {fits:.1f} s + held-out passes {held_out:.1f} s"
+        text += f" = {forward + fits + held_out:.1f} s"
+    return text + "."
 
 
 def correlation_table(correlations: dict[str, dict]) -> str:

@@ -112,6 +112,7 @@ def test_report_orders_by_the_score_and_suggests_the_best(tmp_path):
     assert "LEEP" not in lines[0] and "90.0" in lines[2]
     assert ranking_report.suggestion(rows).startswith("Start from lenet5@32/tap3")
     assert "| LogME | 4 | +1.000 |" in ranking_report.correlation_table(ranking.correlations(rows))
+    assert ranking_report.costs(rows).startswith("Cost: 4 candidates, 1 forward passes over the scored images 1.0 s")
     rows[0].seconds.update(probe=0.1, validation_features=0.2)
     for row in rows[1:]:
         row.seconds.update(probe=0.1, validation_features=0.2)
