@@ -32,6 +32,7 @@ __all__ = ["CheckpointError", "read_torch_checkpoint"]
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
+ZIP_MAGIC = b"PK\x03\x04"
 MAX_DIMENSIONS = 32
 TORCH_STORAGE_DTYPES = {
     "FloatStorage": "<f4",
@@ -232,19 +233,24 @@ def _read_legacy_checkpoint(data: bytes) -> object:
     keys = _load(_PlainUnpickler, handle)[0]
     if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(unpickler.storages):
         raise _Malformed("its list of storages differs from the storages its tensors use")
-    storages, position, view = {}, handle.tell(), memoryview(data)
+    return _materialise(result, _legacy_storages(data, handle.tell(), keys, unpickler.storages))
+
+
+def _legacy_storages(data: bytes, position: int, keys: list, declared: dict) -> dict[str, np.ndarray]:
+    """The storages after the legacy pickles: each an 8-byte element count, then its bytes, all inside the file."""
+    storages, view = {}, memoryview(data)
     for key in keys:
-        dtype, declared = unpickler.storages[key]
+        dtype, expected = declared[key]
         if position + 8 > len(data):
             raise _Malformed(f"the file ends before storage {key!r}: it is truncated")
         count = int.from_bytes(data[position : position + 8], "little", signed=True)
-        if count != declared:
-            raise _Malformed(f"storage {key!r} says it holds {count} elements, its tensors' header says {declared}")
+        if count != expected:
+            raise _Malformed(f"storage {key!r} says it holds {count} elements, its tensors' header says {expected}")
         start, end = position + 8, position + 8 + count * dtype.itemsize
         if end > len(data):
             raise _Malformed(f"the file ends inside storage {key!r} ({len(data) - start} of {end - start} bytes)")
         storages[key], position = _storage_array(view[start:end]), end
-    return _materialise(result, storages)
+    return storages
 
 
 def _read_zip_checkpoint(data: bytes) -> object:
@@ -256,12 +262,13 @@ def _read_zip_checkpoint(data: bytes) -> object:
         result, unpickler = _load(_CheckpointUnpickler, io.BytesIO(archive.read(pickle_names[0])))
         storages = {}
         for key, (dtype, count) in unpickler.storages.items():
-            name = f"{root}data/{key}"
-            if name not in archive.NameToInfo:
-                raise _Malformed(f"storage {key!r} is missing from the archive")
-            if archive.getinfo(name).file_size != count * dtype.itemsize:
-                raise _Malformed(f"storage {key!r} has {archive.getinfo(name).file_size} bytes, not {count} elements")
-            storages[key] = _storage_array(memoryview(archive.read(name)))
+            try:
+                entry = archive.getinfo(f"{root}data/{key}")
+            except KeyError:
+                raise _Malformed(f"storage {key!r} is missing from the archive") from None
+            if entry.file_size != count * dtype.itemsize:  # checked before anything is read or decompressed
+                raise _Malformed(f"storage {key!r} has {entry.file_size} bytes, not {count} elements")
+            storages[key] = _storage_array(memoryview(archive.read(entry)))
     return _materialise(result, storages)
 
 
@@ -284,7 +291,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> object:
     path = Path(path)
     data = path.read_bytes()
     try:
-        if zipfile.is_zipfile(io.BytesIO(data)):
+        if data.startswith(ZIP_MAGIC):  # as PyTorch tells its formats apart: a legacy file starts with a pickle
             return _read_zip_checkpoint(data)
         return _read_legacy_checkpoint(data)
     except PARSE_ERRORS as error:

@@ -213,7 +213,7 @@ class Base:
         return rng.randbytes(rng.randint(0, 100_000))
 
 
-def check_loaded(value, declaration, path: str) -> str | None:
+def check_loaded(value, declaration) -> str | None:
     """What is wrong with a loaded structure against its declaration (None when nothing is)."""
     if isinstance(declaration, tuple) and declaration[:1] == ("tensor",):
         (key, _, elements, view), dtype = declaration[1], np.dtype(TORCH_STORAGE_DTYPES[declaration[1][1]])
@@ -232,7 +232,11 @@ def check_loaded(value, declaration, path: str) -> str | None:
     if isinstance(declaration, dict):
         if not isinstance(value, dict) or list(value) != list(declaration):
             return "a dict's keys differ"
-        return next(filter(None, (check_loaded(value[k], d, path) for k, d in declaration.items())), None)
+        return next(filter(None, (check_loaded(value[k], d) for k, d in declaration.items())), None)
+    if isinstance(declaration, (list, tuple)):
+        if type(value) is not type(declaration) or len(value) != len(declaration):
+            return "a list or tuple differs"
+        return next(filter(None, map(check_loaded, value, declaration)), None)
     return None
 
 
@@ -246,7 +250,7 @@ def declaration_of(data: bytes, form: str):
     return declared(handle)
 
 
-def outcome(path: Path, data: bytes, form: str) -> tuple[str, str]:
+def outcome(path: Path, data: bytes) -> tuple[str, str]:
     path.write_bytes(data)
     try:
         loaded = read_torch_checkpoint(path)
@@ -255,7 +259,7 @@ def outcome(path: Path, data: bytes, form: str) -> tuple[str, str]:
     except Exception as error:  # anything but a CheckpointError is a defect
         return "bad", f"{type(error).__name__}: {error}"
     try:
-        problem = check_loaded(loaded, declaration_of(data, "zip" if zipfile.is_zipfile(path) else "legacy"), str(path))
+        problem = check_loaded(loaded, declaration_of(data, "zip" if data.startswith(b"PK\x03\x04") else "legacy"))
     except Exception as error:  # loaded although the declarations cannot be read back
         problem = f"loaded, but its declarations do not parse: {type(error).__name__}: {error}"
     return ("bad", problem) if problem else ("loaded", "")
@@ -269,7 +273,7 @@ def main(checkpoint: str, form: str, seed: int, count: int, folder: str) -> None
     for index in range(count):
         kind = rng.choice(KINDS)
         start = time.perf_counter()
-        result, detail = outcome(path, base.mutate(rng, kind), form)
+        result, detail = outcome(path, base.mutate(rng, kind))
         line = {"index": index, "kind": kind, "outcome": result, "detail": detail[:300]}
         print(json.dumps(line | {"seconds": round(time.perf_counter() - start, 4)}), flush=True)
 
