@@ -28,6 +28,14 @@ def parse(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def message(error: Exception) -> str:
+    """One line for an error: an OS error's reason and file (not its bare number), else the error's text."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def main(argv=None) -> int:
     process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (see keras_l2t.process)
     import os
@@ -43,8 +51,8 @@ def main(argv=None) -> int:
         if not args.images:
             return 0
         rows = inference.predict(model_path, args.images, top_k=args.top_k)
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {message(error)}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     print(f"model: {model_path}")

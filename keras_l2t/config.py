@@ -11,7 +11,7 @@ import os
 from keras_l2t import data, hardware, strategies
 from keras_l2t.paths import RunPaths
 
-__all__ = ["ALL_SAMPLES", "RunConfig", "parse_samples", "samples_label"]
+__all__ = ["ALL_SAMPLES", "MAX_IMAGE_SIZE", "RunConfig", "parse_samples", "samples_label"]
 
 _LEAST = {
     "epochs": 1, "batch_size": 1, "backup_every": 1, "seed": 0, "fine_tune_epochs": 0, "last_blocks": 1,
@@ -29,6 +29,7 @@ _KEY_SINCE = {
     "meta_reach": None,
 }  # fields added later: at these values (what runs did before) not in the key
 ALL_SAMPLES = "all"  # how tables, file names and the command line spell samples_per_class=None
+MAX_IMAGE_SIZE = 1024  # pixels a side: over 3x every network's default input (32 to 299), no memory blow-up
 
 
 def samples_label(samples: int | None) -> int | str:
@@ -91,7 +92,7 @@ class RunConfig:
         out: the output folder.
         verbose: Keras' progress output (0 silent, 1 bar, 2 a line per epoch).
         backup_every: back the run up every this many epochs under `<out>/backup/<run name>/`; an interrupted
-            run resumes from there when run again (see `callbacks.RunBackup`).
+            run resumes from there when run again (see `backup.RunBackup`).
         backup_seconds: and no sooner than this many seconds after its previous backup (a crash then loses at
             most that much training, and short epochs do not spend their time saving).
         keep_model: save the validation-best model as `<out>/models/<run name>.keras` (the target network alone
@@ -147,6 +148,11 @@ class RunConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 flag = "--" + field.replace("_", "-")
                 raise ValueError(f"{field} ({flag}) must be a whole number of at least {least}, got {value!r}.")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:  # before any image is allocated
+            raise ValueError(
+                f"image_size (--image-size) must be at most {MAX_IMAGE_SIZE}, got {self.image_size}: one decoded "
+                f"image would take {3 * self.image_size**2 / 2**20:.0f} MB (the networks here default to 32 to 299)."
+            )
         data.augment_transforms(self.augment, 32)  # an unknown transform fails here, before any work
         self.devices = hardware.parse_devices(self.devices)
         if self.mixed_precision is not None and self.mixed_precision not in hardware.PRECISIONS:

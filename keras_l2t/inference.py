@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_l2t import backbones, sources
+from keras_l2t import backbones, model_files, sources
 
 __all__ = ["contact_sheet", "export", "load_model", "predict", "read_metadata", "save_model", "write_csv"]
 
@@ -53,19 +53,23 @@ def save_model(model: keras.Model, path: str, *, class_names, image_size: int, n
 
 
 def read_metadata(path: str) -> dict:
-    """The metadata of a model saved by `save_model` (or the `.json` beside an exported file).
+    """The metadata of a model saved by `save_model` (or the `.json` beside an exported file), checked.
 
     Raises:
-        ValueError: the file carries none (not saved by keras_l2t), saying what to do.
+        ValueError: the file carries none (not saved by keras_l2t), or it is malformed
+            (`model_files.check_metadata`), saying what to do.
 
     """
     sidecar = Path(path).with_suffix(".json")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if METADATA in archive.namelist():
-                return json.loads(archive.read(METADATA))
-    elif sidecar.is_file():
-        return json.loads(sidecar.read_text())
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if METADATA in archive.namelist():
+                    return model_files.check_metadata(json.loads(archive.read(METADATA)), path)
+        elif sidecar.is_file():
+            return model_files.check_metadata(json.loads(sidecar.read_text()), path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: its keras_l2t metadata is not readable JSON ({error}).") from None
     raise ValueError(
         f"{path} carries no keras_l2t metadata (class names, input size, preprocessing): use a model saved by a "
         "keras_l2t run (<out>/models/*.keras) or keras_l2t.inference.save_model, or its export with the .json beside."
@@ -73,9 +77,15 @@ def read_metadata(path: str) -> dict:
 
 
 def load_model(path: str) -> tuple[keras.Model, dict]:
-    """Load a `.keras` file saved by `save_model`: (the model, its metadata)."""
+    """Load a `.keras` file saved by `save_model`: (the model, its metadata), checked to fit each other.
+
+    Raises:
+        ValueError: the file, its config or its metadata cannot be used (`keras_l2t.model_files`).
+    """
     metadata = read_metadata(path)
-    return keras.models.load_model(path, compile=False), metadata
+    model = model_files.load_keras(path)
+    model_files.check_fits(metadata, path, model.input_shape, int(model.output_shape[-1]))
+    return model, metadata
 
 
 def _image_files(inputs) -> list[str]:
@@ -94,13 +104,10 @@ def _image_files(inputs) -> list[str]:
 
 
 class _TFLiteClassifier:
-    """A TFLite export called like a Keras model (float32 inputs, int8 quantisation handled)."""
+    """A TFLite export called like a Keras model (float32 inputs, int8 quantisation handled), verified first."""
 
     def __init__(self, path: str):
-        import tensorflow as tf
-
-        self.interpreter = tf.lite.Interpreter(model_path=path)
-        self.interpreter.allocate_tensors()
+        self.interpreter = model_files.load_tflite(path)
         self.input, self.output = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -136,11 +143,12 @@ def predict(model_path: str, inputs, *, top_k: int = 3, batch_size: int = 32) ->
         One dict per image: file, then `top` = [(class name, probability), ...] best first.
 
     """
-    metadata = read_metadata(model_path)
     if str(model_path).endswith(".tflite"):
+        metadata = read_metadata(model_path)
         classify = _TFLiteClassifier(model_path)
+        model_files.check_fits(metadata, model_path, *model_files.tflite_shapes(classify.interpreter))
     else:
-        model = keras.models.load_model(model_path, compile=False)
+        model, metadata = load_model(model_path)
         classify = lambda batch: np.asarray(model(batch, training=False))  # noqa: E731
     preprocess = backbones.spec(metadata["network"]).preprocess
     names, files, rows = metadata["class_names"], _image_files(inputs), []
@@ -275,6 +283,9 @@ def export_file(model_path: str, target: str, *, int8: bool = False, calibration
         calibration: a folder of training images (any layout), needed for `int8`.
 
     """
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--export {target}: the folder {folder} does not exist; create it or choose another path.")
     model, metadata = load_model(model_path)
     tflite = str(target).endswith(".tflite")
     samples = None

@@ -1,18 +1,28 @@
 """Nothing read silently wrong (issue 39): backups, results rows and model files are verified before use."""
 
+import json
 import os
+import re
+import subprocess
+import sys
 import warnings
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_app
+from PIL import Image
 from test_trust import fake_result
 
-from keras_l2t import executors, grid, results
+from keras_l2t import executors, grid, inference, results
 from keras_l2t.backup import RunBackup
 from keras_l2t.config import RunConfig
 from keras_l2t.paths import FINE_TUNE
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
 
 
 def small_model() -> keras.Model:
@@ -125,3 +135,127 @@ def test_the_backup_of_a_recorded_run_is_removed(tmp_path, monkeypatch):
     grid.run_grid([config], out, echo=lambda line: None)
     assert not os.path.exists(config.paths.backup_root)
     assert os.path.isdir(unfinished.paths.backup())  # a run not yet recorded keeps its backup
+
+
+# 5-7. model files: metadata checked against the model, configs naming only Keras, TFLite files verified
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A 3-class model saved with its metadata, its TFLite export, and an image."""
+    root = tmp_path_factory.mktemp("model")
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    inference.save_model(model, str(root / "good.keras"), class_names=["a", "b", "c"], image_size=32, network="lenet5")
+    inference.export_file(str(root / "good.keras"), str(root / "good.tflite"))
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype="uint8")
+    Image.fromarray(pixels).save(root / "image.png")
+    return root
+
+
+def rewritten(saved, name: str, entry: str, change) -> str:
+    """A copy of the saved model with one entry of its zip (the metadata or the config) changed."""
+    target = saved / name
+    with zipfile.ZipFile(saved / "good.keras") as source, zipfile.ZipFile(target, "w") as copy:
+        for item in source.namelist():
+            content = source.read(item)
+            copy.writestr(item, json.dumps(change(json.loads(content))) if item == entry else content)
+    return str(target)
+
+
+def predict_app(saved, capsys, model: str, *more) -> tuple[int, str]:
+    code = load_app("predict").main(["--model", model, str(saved / "image.png"), "--out", str(saved / "out"), *more])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"class_names": ["a", "b"]}, "names 2 classes .* the model has 3 outputs"),  # was an IndexError
+        ({"class_names": list("abcde")}, "names 5 classes .* the model has 3 outputs"),  # was labelled a, b, c
+        ({"image_size": 100000}, "image size 100000; .* 1 to 1024 pixels"),  # was a MemoryError
+        ({"image_size": 64}, "image size 64 but the model takes 32x32 inputs"),
+    ],
+)
+def test_metadata_that_does_not_fit_its_model_is_refused(saved, capsys, change, expected):
+    model = rewritten(saved, "changed.keras", inference.METADATA, lambda metadata: {**metadata, **change})
+    code, error = predict_app(saved, capsys, model)
+    assert code == 2 and re.fullmatch(f"error: .*{expected}.*\n", error)
+
+
+@pytest.mark.parametrize(("module", "name"), [("os", "system"), ("builtins", "eval")])
+def test_a_keras_config_naming_a_function_is_refused_with_a_message(saved, capsys, module, name):
+    def naming(config):
+        config["config"]["layers"][1] = {"module": module, "class_name": name, "config": {"name": "x"}}
+        return config
+
+    code, error = predict_app(saved, capsys, rewritten(saved, f"{name}.keras", "config.json", naming))
+    assert code == 2 and error == f"error: {saved}/{name}.keras names {module}.{name} in its config, " + (
+        "which is not a Keras object: refused, nothing was loaded or run. Use a model saved by keras_l2t.\n"
+    )
+
+
+def test_an_export_into_a_missing_folder_says_so(saved, capsys):
+    code, error = predict_app(saved, capsys, str(saved / "good.keras"), "--export", str(saved / "no" / "m.tflite"))
+    assert code == 2 and f"the folder {saved / 'no'} does not exist" in error  # was "error: 2"
+
+
+def test_an_image_size_that_cannot_fit_in_memory_is_refused_first(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"image_size \(--image-size\) must be at most 1024, got 10000"):
+        RunConfig("scratch", image_size=10000)
+    arguments = ["--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--image-size", "10000"]
+    assert load_app().main(arguments) == 2
+    assert "must be at most 1024" in capsys.readouterr().err and not (tmp_path / "out" / "results.csv").exists()
+
+
+TFLITE_CHECK = """
+import contextlib, io, random, sys
+sys.path.insert(0, sys.argv[4])
+import predict
+from keras_l2t import model_files
+good, folder, count = open(sys.argv[1], "rb").read(), sys.argv[2], int(sys.argv[3])
+for name in ("random", "half"):  # through the app: a one-line error, exit 2
+    with contextlib.redirect_stderr(io.StringIO()) as error:
+        code = predict.main(["--model", f"{folder}/{name}.tflite", f"{folder}/image.png", "--out", folder])
+    print(name, code, error.getvalue().strip().splitlines()[-1])
+rng = random.Random(0)
+loaded = refused = 0
+for index in range(count):  # mutants: cut short, a few bytes changed, a run of random bytes
+    data = bytearray(good)
+    start = rng.randrange(8, len(data))
+    if index % 3 == 0:
+        data = data[:start]
+    elif index % 3 == 1:
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(8, len(data))] = rng.randrange(256)
+    else:
+        data[start : start + 64] = bytes(rng.randrange(256) for _ in data[start : start + 64])
+    path = f"{folder}/mutant.tflite"
+    open(path, "wb").write(bytes(data))
+    try:
+        model_files.load_tflite(path)
+        loaded += 1
+    except ValueError as error:
+        assert "mutant.tflite" in str(error), error
+        refused += 1
+print("mutants", loaded, refused)
+"""
+
+
+def test_damaged_tflite_files_are_refused_without_a_crash(saved, tmp_path):
+    """In a subprocess: a file the interpreter would crash on ends the child with a signal, failing the test."""
+    good = (saved / "good.tflite").read_bytes()
+    (tmp_path / "random.tflite").write_bytes(np.random.default_rng(1).bytes(len(good)))  # was "error: utf-8"
+    (tmp_path / "half.tflite").write_bytes(good[: len(good) // 2])  # was signal 11
+    for name in ("random", "half"):
+        (tmp_path / f"{name}.json").write_text((saved / "good.json").read_text())
+    (tmp_path / "image.png").write_bytes((saved / "image.png").read_bytes())
+    arguments = [str(saved / "good.tflite"), str(tmp_path), "300", str(APPS)]
+    done = subprocess.run([sys.executable, "-c", TFLITE_CHECK, *arguments], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-1000:])  # -11: the interpreter crashed
+    lines = done.stdout.splitlines()[-3:]
+    not_tflite = "is not a TFLite model (no 'TFL3' identifier at its start); export it again."
+    assert lines[0] == f"random 2 error: {tmp_path}/random.tflite {not_tflite}"
+    assert lines[1].startswith(f"half 2 error: {tmp_path}/half.tflite is a damaged TFLite model (")
+    loaded, refused = map(int, lines[2].split()[1:])
+    assert loaded + refused == 300 and refused > 100, (loaded, refused)
+    print(f"TFLite mutants: {loaded} loaded, {refused} refused")
