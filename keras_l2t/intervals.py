@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from keras_l2t import sequential, stats
+from keras_l2t import sequential
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
@@ -129,6 +129,8 @@ def effect_table(results: pd.DataFrame, order=None, baseline: str | None = None)
         Hodges-Lehmann shift (points), and the p-value as the summary prints it; empty without tests.
 
     """
+    from keras_l2t import stats  # here: stats re-exports this module's effect sizes
+
     tests = stats.mann_whitney(results, order, baseline)
     if not len(tests):
         return ""
@@ -204,6 +206,8 @@ def plot_intervals(results: pd.DataFrame, path: str, order=None):
 
     """
     from matplotlib.figure import Figure
+
+    from keras_l2t import stats
 
     sizes = list(dict.fromkeys(results["samples_per_class"].astype(str)))
     methods = stats._order(results, order)
