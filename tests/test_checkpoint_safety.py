@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from checkpoint_fuzz import Base
+from conftest import load_app, tiny_image_folder
 
 from keras_l2t import backbones, weights
 from keras_l2t.torch_checkpoint import CheckpointError, read_torch_checkpoint
@@ -85,6 +86,15 @@ def test_a_truncated_checkpoint_is_refused_with_its_name(real, tmp_path):
     header = write(tmp_path, real[:20_000], "header_only.pth.tar")
     with pytest.raises(CheckpointError, match=f"{header} is not a readable .*data is cut short or damaged"):
         read_torch_checkpoint(header)
+
+
+def test_half_a_source_checkpoint_is_a_one_line_error(real, tmp_path, capsys):
+    half = write(tmp_path, real[: len(real) // 2], "half.pth.tar")  # ended in IndexError before
+    arguments = ["--preset", "none", "--dataset", tiny_image_folder(tmp_path / "images"), "--no-cache"]
+    arguments += ["--strategies", "fm_uniform", "--source-weights", str(half), "--epochs", "1"]
+    assert load_app().main([*arguments, "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith(f"error: {half} is neither") and "the file ends inside storage" in message
 
 
 def test_pickles_that_state_huge_sizes_allocate_nothing(real, tmp_path):
