@@ -76,6 +76,20 @@ def test_strides_beyond_the_storage_are_refused_not_a_crash(real, tmp_path):
     assert f"{path} is not a readable PyTorch checkpoint" in run.stdout and "strides (268435456, 9, 3, 1)" in run.stdout
 
 
+def test_deeply_nested_pickles_are_refused_not_a_crash(real, tmp_path):
+    handle = io.BytesIO(real)
+    for _ in range(3):
+        pickle.load(handle)
+    nested = b"\x80\x02" + b"]" * 100_000 + b"a" * 99_999 + b"."  # a list in a list, 100,000 deep (200 KB)
+    paths = [write(tmp_path, real[: handle.tell()] + nested + pickle.dumps([], 2), "deep_state.pth")]
+    paths.append(write(tmp_path, real[: handle.tell()] + pickle.dumps({}, 2) + nested, "deep_keys.pth"))
+    code = "import sys\nfrom keras_l2t.torch_checkpoint import CheckpointError, read_torch_checkpoint as read\n"
+    code += "for path in sys.argv[1:]:\n    try: read(path)\n    except CheckpointError as error: print(error)"
+    run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"the reader died with {run.returncode}: {run.stderr[-2000:]}"
+    assert [line.split(" is not a readable")[0] for line in run.stdout.splitlines()] == list(map(str, paths))
+
+
 def test_a_truncated_checkpoint_is_refused_with_its_name(real, tmp_path):
     last = write(tmp_path, real[:-800], "last_800_bytes_missing.pth.tar")  # loaded with a non-finite fc.bias before
     with pytest.raises(CheckpointError, match=f"{last}.*ends inside storage .*0 of 800 bytes"):
