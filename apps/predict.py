@@ -38,22 +38,27 @@ def message(error: Exception) -> str:
 
 def main(argv=None) -> int:
     process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (see keras_l2t.process)
+    args = parse(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError, KeyError) as error:  # the library's errors say what to do; one line, exit 2
+        print(f"error: {message(error)}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the model and classify the images as the arguments say; 0 when done."""
     import os
 
     from keras_l2t import inference
 
-    args = parse(argv)
-    try:
-        model_path = inference.resolve_model(args.model)
-        if args.export:
-            inference.export_file(model_path, args.export, int8=args.int8, calibration=args.calibration)
-            print(f"exported {model_path} to {args.export}")
-        if not args.images:
-            return 0
-        rows = inference.predict(model_path, args.images, top_k=args.top_k)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: {message(error)}", file=sys.stderr)
-        return 2
+    model_path = inference.resolve_model(args.model)
+    if args.export:
+        inference.export_file(model_path, args.export, int8=args.int8, calibration=args.calibration)
+        print(f"exported {model_path} to {args.export}")
+    if not args.images:
+        return 0
+    rows = inference.predict(model_path, args.images, top_k=args.top_k)
     os.makedirs(args.out, exist_ok=True)
     print(f"model: {model_path}")
     width = max(len(os.path.basename(row["file"])) for row in rows)

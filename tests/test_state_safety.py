@@ -194,9 +194,20 @@ def test_a_keras_config_naming_a_function_is_refused_with_a_message(saved, capsy
     )
 
 
+def error_line(capsys) -> str:
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def test_an_export_into_a_missing_folder_says_so(saved, capsys):
     code, error = predict_app(saved, capsys, str(saved / "good.keras"), "--export", str(saved / "no" / "m.tflite"))
     assert code == 2 and f"the folder {saved / 'no'} does not exist" in error  # was "error: 2"
+    (saved / "a_file").write_text("")
+    code = load_app("predict").main(
+        ["--model", str(saved / "good.keras"), str(saved / "image.png"), "--out", str(saved / "a_file")]
+    )
+    assert code == 2 and error_line(capsys) == f"error: File exists: {saved / 'a_file'}"  # was a traceback
 
 
 def test_an_image_size_that_cannot_fit_in_memory_is_refused_first(tmp_path, capsys):
