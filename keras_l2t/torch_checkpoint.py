@@ -185,9 +185,12 @@ def _load(unpickler_type, handle: io.BytesIO):
     return unpickler.load(), unpickler
 
 
-def _storage_array(data: memoryview) -> np.ndarray:
+def _storage_array(key: str, data: memoryview, dtype: np.dtype) -> np.ndarray:
     """A storage's bytes, copied once out of the file: the arrays of its tensors are views of it."""
-    return np.frombuffer(data, np.uint8).copy()
+    array = np.frombuffer(data, np.uint8).copy()
+    if dtype == np.bool_ and array.size and array.max() > 1:  # NumPy booleans must be 0 or 1
+        raise _Malformed(f"boolean storage {key!r} holds bytes other than 0 and 1")
+    return array
 
 
 def _check_within(tensor: _LazyTensor, storage_bytes: int) -> None:
@@ -249,7 +252,7 @@ def _legacy_storages(data: bytes, position: int, keys: list, declared: dict) -> 
         start, end = position + 8, position + 8 + count * dtype.itemsize
         if end > len(data):
             raise _Malformed(f"the file ends inside storage {key!r} ({len(data) - start} of {end - start} bytes)")
-        storages[key], position = _storage_array(view[start:end]), end
+        storages[key], position = _storage_array(key, view[start:end], dtype), end
     return storages
 
 
@@ -268,7 +271,7 @@ def _read_zip_checkpoint(data: bytes) -> object:
                 raise _Malformed(f"storage {key!r} is missing from the archive") from None
             if entry.file_size != count * dtype.itemsize:  # checked before anything is read or decompressed
                 raise _Malformed(f"storage {key!r} has {entry.file_size} bytes, not {count} elements")
-            storages[key] = _storage_array(memoryview(archive.read(entry)))
+            storages[key] = _storage_array(key, memoryview(archive.read(entry)), dtype)
     return _materialise(result, storages)
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,18 @@ def test_pickles_that_state_huge_sizes_allocate_nothing(real, tmp_path):
     buffer = write(tmp_path, b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + real[11:], "buffer.pth")
     with pytest.raises(CheckpointError, match=f"{buffer} .*protocol-5 buffer"):
         read_torch_checkpoint(buffer)  # pickle's BYTEARRAY8 would allocate 1 TiB first
+
+
+def test_boolean_storages_hold_only_zero_and_one(tmp_path):
+    storage = b"(X\x07\x00\x00\x00storagectorch\nBoolStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ"
+    tensor = b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + b"K\x00K\x04\x85K\x01\x85\x89)tR"
+    for name, raw in (("valid.pth", b"\x00\x01\x01\x00"), ("five.pth", b"\x00\x05\x01\x00")):
+        with zipfile.ZipFile(tmp_path / name, "w") as archive:
+            archive.writestr("archive/data.pkl", b"\x80\x02}X\x04\x00\x00\x00mask" + tensor + b"s.")
+            archive.writestr("archive/data/0", raw)
+    np.testing.assert_array_equal(read_torch_checkpoint(tmp_path / "valid.pth")["mask"], [False, True, True, False])
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'five.pth'} .*bytes other than 0 and 1"):
+        read_torch_checkpoint(tmp_path / "five.pth")  # NumPy booleans that are neither True nor False
 
 
 def test_non_finite_weights_are_refused(real, tmp_path, shared):
