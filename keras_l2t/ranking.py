@@ -155,7 +155,9 @@ def _score(candidate: Candidate, values, labels, probabilities, seconds: float) 
     for name, function in FEATURE_SCORES.items():
         row.scores[name], row.seconds[name] = _timed(function, values, labels)
     if probabilities is None:
-        row.notes.append(f"LEEP and NCE skipped: {candidate.backbone} ({candidate.weights}) has no source classifier")
+        row.notes.append(
+            f"LEEP and NCE skipped: {candidate.backbone} ({weights_label(candidate.weights)}) has no source classifier"
+        )
         return row
     for name, function in SOURCE_SCORES.items():
         row.scores[name], row.seconds[name] = _timed(function, probabilities, labels)
