@@ -179,8 +179,12 @@ def evict(folder: str, limit: int) -> list[str]:
     return deleted
 
 
-def cached(paths: list[str], image_size: int | None, decode: Callable[[], np.ndarray]) -> np.ndarray:
+def cached(
+    paths: list[str], image_size: int | None, decode: Callable[[], np.ndarray], key: str | None = None
+) -> np.ndarray:
     """The decoded images of `paths`: from the cache, or `decode()` and then stored for the next process.
+
+    `key` is `fingerprint(paths, image_size)` when the caller has it already.
 
     A cache that cannot be read or written (a full disk, a read-only home) is skipped with a warning, never an
     error; a damaged entry is deleted with a warning and the images decoded again.
@@ -192,7 +196,7 @@ def cached(paths: list[str], image_size: int | None, decode: Callable[[], np.nda
     folder = cache_folder()
     if folder is None:
         return decode()
-    key = fingerprint(paths, image_size)
+    key = key or fingerprint(paths, image_size)
     for path in sorted(glob.glob(os.path.join(folder, key + "-*.npy"))):
         images = _load(path)
         if images is not None and len(images) == len(paths):

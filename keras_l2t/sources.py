@@ -174,7 +174,7 @@ def _list_folder(root: str, modified: float) -> tuple[list[str], np.ndarray, tup
 
 
 @functools.lru_cache(maxsize=4)
-def _decode_folder(root: str, image_size: int | None, modified: float, use_cache: bool) -> np.ndarray:
+def _decode_folder(root: str, image_size: int | None, modified: float, use_cache: bool, key: str) -> np.ndarray:
     paths = _list_folder(root, modified)[0]
 
     def decode() -> np.ndarray:
@@ -183,19 +183,21 @@ def _decode_folder(root: str, image_size: int | None, modified: float, use_cache
             raise ValueError(f"Images under {root!r} have different sizes; pass image_size to resize them when read.")
         return read_images(paths, None if same else image_size)
 
-    return folder_cache.cached(paths, image_size, decode) if use_cache else decode()
+    return folder_cache.cached(paths, image_size, decode, key) if use_cache else decode()
 
 
 def _read_folder_split(root: str, image_size: int | None, modified: float, use_cache: bool):
-    _, labels, class_names = _list_folder(root, modified)
-    return _decode_folder(root, image_size, modified, use_cache), labels, class_names
+    paths, labels, class_names = _list_folder(root, modified)
+    key = folder_cache.fingerprint(paths, image_size)  # each file as it is now: one rewritten in place is read again
+    return _decode_folder(root, image_size, modified, use_cache, key), labels, class_names
 
 
 def read_folder(root: str | os.PathLike, image_size: int | None = None, cache: bool = True) -> Source:
     """Read an image folder: `<root>/<split>/<class>/*` (splits train, validation, test) or `<root>/<class>/*`.
 
     Images that all share one size are kept at it (e.g. CIFAR's 32x32, resized later in the pipeline);
-    otherwise they are resized to `image_size` when decoded. Reads are cached for the process.
+    otherwise they are resized to `image_size` when decoded. Reads are cached for the process while every
+    file keeps its name, size, modification and change times (`folder_cache.fingerprint`).
 
     Args:
         root: the folder.

@@ -115,25 +115,35 @@ def test_a_damaged_cache_entry_is_discarded_with_a_message_and_decoded_again(tmp
     assert len(decoded) == 3
 
 
+def rewrite_in_place(path: str, value: int) -> None:
+    """New pixels at the end of an uncompressed image, its size and modification time put back."""
+    before = os.stat(path)
+    time.sleep(0.02)  # past the file system's timestamp granularity (coarse on older kernels)
+    with open(path, "r+b") as file:
+        file.seek(before.st_size - 48)
+        file.write(bytes([value]) * 48)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
 def test_an_image_rewritten_in_place_with_its_size_and_mtime_put_back_is_decoded_again(tmp_path, cache):
-    paths = []
-    for index in range(2):
-        paths.append(str(tmp_path / f"{index}.bmp"))  # uncompressed: new pixels, same file size
-        Image.fromarray(np.full((4, 4, 3), 50, "uint8")).save(paths[-1])
+    folder = tmp_path / "folder"
+    for name in ("dark", "light"):
+        (folder / name).mkdir(parents=True)
+        for index in range(2):  # BMP: uncompressed, so new pixels keep the file's size
+            Image.fromarray(np.full((4, 4, 3), 50, "uint8")).save(folder / name / f"{index}.bmp")
+    paths = sorted(str(path) for path in folder.rglob("*.bmp"))
 
     def decode():
         return sources.read_images(paths)
 
-    assert folder_cache.cached(paths, None, decode)[1].max() == 50
-    before = os.stat(paths[1])
-    time.sleep(0.02)  # past the file system's timestamp granularity (coarse on older kernels)
-    with open(paths[1], "r+b") as file:
-        file.seek(before.st_size - 48)
-        file.write(bytes([200]) * 48)
-    os.utime(paths[1], ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = os.stat(paths[1])
-    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert folder_cache.cached(paths, None, decode)[1].max() == 50  # across processes: the disk cache's key
+    rewrite_in_place(paths[1], 200)
     assert folder_cache.cached(paths, None, decode)[1].max() == 200
+    assert sources.read_folder(folder).splits["train"][0][3].max() == 50  # in this process: its memory
+    rewrite_in_place(paths[3], 150)
+    assert sources.read_folder(folder).splits["train"][0][3].max() == 150
 
 
 def test_a_split_that_leaves_a_class_no_training_image_is_refused():
