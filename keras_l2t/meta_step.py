@@ -105,9 +105,15 @@ class BilevelMetaStep:
         return meta_loss
 
     def _meta_steps(self, count: int, inputs, labels, source_maps):
-        """`count` meta steps, each on a fresh look-ahead from the current theta; their mean outer loss."""
+        """`count` meta steps, each on a fresh look-ahead from the current theta; their mean outer loss.
+
+        One device: a `tf.while_loop` (one traced step). Several replicas: the steps unrolled, since their
+        all-reduces cannot run inside a loop body (`merge_call` under a `tf.function`).
+        """
         if count == 1:  # the reference: exactly the graph of one step
             return self._meta_step(inputs, labels, source_maps)
+        if replicas() > 1:  # in program order (TF orders a function's variable reads and writes)
+            return tf.add_n([self._meta_step(inputs, labels, source_maps) for _ in range(count)]) / count
 
         def step(index, total):
             return index + 1, total + self._meta_step(inputs, labels, source_maps)
@@ -120,6 +126,8 @@ class BilevelMetaStep:
         """Before the target's first step, `meta_warmup` meta steps on the first batch (a no-op after it)."""
         if not self.meta_warmup:
             return
+        if replicas() > 1:
+            raise ValueError("meta_warmup runs on one device only (its all-reduces cannot run under a condition).")
         first = tf.equal(self.optimizer.iterations, 0)
         tf.cond(
             first,
