@@ -118,6 +118,8 @@ def _callbacks(
         _truncate_history(history_file, resumed)
         _truncate_history(paths.trajectory(phase), resumed + 1)  # its first row is the initialisation
         print(f"{config.name}{phase}: resuming from its backup after epoch {resumed}", flush=True)
+    else:  # from the first epoch: curves of an earlier attempt (its backup discarded) would mix with these
+        shutil.rmtree(log_dir, ignore_errors=True)
     callbacks = [PeriodicValidation(validation, config.validate_every)] if validation is not None else []
     callbacks += [keras.callbacks.TensorBoard(log_dir), keras.callbacks.CSVLogger(history_file, append=bool(resumed))]
     callbacks += [early_stop] if early_stop else []

@@ -17,8 +17,9 @@ from conftest import load_app
 from PIL import Image
 from test_trust import fake_result
 
-from keras_l2t import executors, grid, inference, results
+from keras_l2t import data, executors, experiment, grid, inference, results
 from keras_l2t.backup import RunBackup
+from keras_l2t.callbacks import read_scalars
 from keras_l2t.config import RunConfig
 from keras_l2t.paths import FINE_TUNE
 
@@ -270,3 +271,28 @@ def test_damaged_tflite_files_are_refused_without_a_crash(saved, tmp_path):
     loaded, refused = map(int, lines[2].split()[1:])
     assert loaded + refused == 300 and refused > 100, (loaded, refused)
     print(f"TFLite mutants: {loaded} loaded, {refused} refused")
+
+
+def test_a_discarded_backup_takes_its_attempts_curves_with_it(tmp_path, monkeypatch):
+    images = np.random.default_rng(3).integers(0, 256, (40, 32, 32, 3), dtype="uint8")
+    splits = data.load((images, np.arange(40) % 2), backbone="lenet5", validation=0.2, test_fraction=0.2)
+    config = RunConfig("scratch", backbone="lenet5", weights=None, epochs=3, out=str(tmp_path), verbose=0)
+    callbacks = experiment._callbacks
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt  # after epoch 2 is backed up
+
+    def interrupted(*args):
+        chosen, early_stop, backup = callbacks(*args)
+        return chosen + [Interrupt()], early_stop, backup
+
+    monkeypatch.setattr(experiment, "_callbacks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(config, splits)
+    monkeypatch.setattr(experiment, "_callbacks", callbacks)
+    cut_in_half(Path(config.paths.backup()) / "epoch-2.weights.h5")
+    experiment.run(config, splits)
+    steps = [step for step, _ in read_scalars(os.path.join(config.paths.tensorboard(), "train"))["epoch_loss"]]
+    assert steps == [0, 1, 2]  # the first attempt's epochs 1-2 are not drawn a second time
