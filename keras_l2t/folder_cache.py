@@ -93,7 +93,7 @@ def _load(path: str) -> np.ndarray | None:
     try:
         images = np.load(path)
         if checksum(images) == path[-len(".npy") - 32 : -len(".npy")]:
-            os.utime(path)  # its modification time is its last use, for the least-recently-used eviction
+            _mark_used(path)
             return images
         problem = "its content does not match its checksum"
     except FileNotFoundError:  # evicted by another process since it was listed
@@ -107,6 +107,14 @@ def _load(path: str) -> np.ndarray | None:
     )
     _remove(path)
     return None
+
+
+def _mark_used(path: str) -> None:
+    """Set an entry's modification time to now: its last use, for the least-recently-used eviction."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache is still read
+        pass
 
 
 def _remove(path: str) -> None:

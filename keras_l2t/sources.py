@@ -126,7 +126,7 @@ def read_images(paths: list[str], image_size: int | None = None) -> np.ndarray:
     if image_size is not None:
         image_files.check_pixels(image_size, image_size, f"image_size {image_size}")
         image_files.check_memory(
-            len(paths) * image_size * image_size * 3,
+            2 * len(paths) * image_size * image_size * 3,  # the decoded images, then their stacked copy
             f"Decoding {len(paths):,} images at {image_size} x {image_size}",
             "use a smaller image size or fewer images",
         )

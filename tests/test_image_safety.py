@@ -212,6 +212,12 @@ def test_the_cache_keeps_to_its_size_limit_by_evicting_the_least_recently_used(t
     with pytest.warns(UserWarning, match=r"not cached: larger than KERAS_L2T_CACHE_SIZE"):
         load("big")  # 12 KiB alone exceed the limit: not stored, nothing evicted for it
     assert len(list(cache.glob("*.npy"))) == 2
+
+    def read_only(*arguments):
+        raise PermissionError(errno.EACCES, "Read-only file system")
+
+    monkeypatch.setattr(folder_cache.os, "utime", read_only)  # a read-only cache is still used
+    np.testing.assert_array_equal(folder_cache.cached(folders["a"], None, lambda: pytest.fail("decoded")), load("a"))
     assert folder_cache.size_limit() == 2048
     for text, expected in (("500M", 500 * 2**20), ("1.5G", 3 * 2**29), ("4GiB", 2**32), ("12345", 12345)):
         monkeypatch.setenv(folder_cache.SIZE_VARIABLE, text)
