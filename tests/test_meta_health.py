@@ -139,3 +139,38 @@ def test_the_health_table_reads_the_results_column():
     table = meta_health.health_table(results)
     assert "| a | 200 | 0.0001 | 0.02 | 0.03 % | 0.050 | - | could not move |" in table
     assert "| b |" not in table and meta_health.health_table(results.drop(columns="meta_health")) == ""
+
+
+def test_experiment_probes_the_meta_networks_on_its_validation_examples(tmp_path):
+    from keras_l2t import data, experiment
+    from keras_l2t.callbacks import MetaWeightsLogger
+    from keras_l2t.config import RunConfig
+
+    images = np.random.default_rng(4).integers(0, 256, (40, 32, 32, 3), dtype="uint8")
+    splits = data.load((images, np.arange(40) % 2), backbone="vgg9", validation=0.2, test_fraction=0.2)
+    config = RunConfig("l2t_ww", dataset="tiny", source_weights=None, epochs=2, out=str(tmp_path), verbose=0)
+    model = strategies.build("l2t_ww", num_classes=2, source_weights=None, target="vgg9")
+    callbacks, _, _ = experiment._callbacks(config, model, splits)
+    health = next(callback for callback in callbacks if isinstance(callback, MetaHealth))
+    logger = next(callback for callback in callbacks if isinstance(callback, MetaWeightsLogger))
+    assert health.inputs is logger.inputs and health.writer is not None
+
+
+def test_the_results_row_and_the_summary_carry_the_health_check(tmp_path):
+    import dataclasses
+
+    from keras_l2t import report, results
+    from keras_l2t.config import RunConfig
+    from keras_l2t.paths import GridPaths
+
+    config = RunConfig("l2t_ww", dataset="tiny", samples_per_class=10, epochs=2, out=str(tmp_path))
+    health = {"bound": 0.0002, "weight_change": 0.0002, "where_change": 0.001, "what_entropy_drop": 1e-6,
+              "what_ratio": 1.0, "meta_steps": 2, "meta_rate": 1e-4, "verdict": "could not move"}  # fmt: skip
+    row = {**dataclasses.asdict(config), "run": config.name, "key": config.key, "network": config.network,
+           "epochs_run": 2, "best_epoch": 2, "train_accuracy": 0.5, "wall_seconds": 1.0,
+           "meta_health": json.dumps(health)}  # fmt: skip
+    results.append_result(str(tmp_path), row)
+    table = results.read_results(str(tmp_path))
+    assert json.loads(table.loc[0, "meta_health"]) == health
+    section = report._meta_drift_section(table, GridPaths(str(tmp_path)))
+    assert "## How far the meta-networks moved" in section and f"| {config.name} | 2 | 0.0001 | 0.0002 |" in section
