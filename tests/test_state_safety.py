@@ -19,7 +19,7 @@ from test_trust import fake_result
 
 from keras_l2t import data, executors, experiment, grid, inference, results
 from keras_l2t.backup import RunBackup
-from keras_l2t.callbacks import read_scalars
+from keras_l2t.callbacks import EarlyStopPoint, read_scalars
 from keras_l2t.config import RunConfig
 from keras_l2t.paths import FINE_TUNE
 
@@ -33,10 +33,14 @@ def small_model() -> keras.Model:
 
 
 def fit(backup_dir, epochs: int) -> int:
-    """Fit a fresh small model with a backup; the number of epochs it trained (not restored)."""
+    """Fit a fresh small model with an early-stop point and a backup; the number of epochs it trained (not restored)."""
     inputs = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
     labels = np.arange(8) % 2
-    history = small_model().fit(inputs, labels, epochs=epochs, verbose=0, callbacks=[RunBackup(str(backup_dir))])
+    early_stop = EarlyStopPoint(None, monitor="val_loss")
+    callbacks = [early_stop, RunBackup(str(backup_dir), early_stop)]
+    history = small_model().fit(
+        inputs, labels, epochs=epochs, verbose=0, validation_data=(inputs, labels), callbacks=callbacks
+    )
     return len(history.history["loss"])
 
 
@@ -62,12 +66,14 @@ def cut_in_half(path):
 # 3. a damaged backup is discarded with a message, never resumed from
 
 
-@pytest.mark.parametrize("damage", [overwrite_4_kb, cut_in_half])
-def test_a_damaged_backup_is_discarded_and_the_run_restarts(tmp_path, capsys, damage):
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [("epoch-2.weights.h5", overwrite_4_kb), ("epoch-2.weights.h5", cut_in_half), ("best-2.npz", cut_in_half)],
+)
+def test_a_damaged_backup_is_discarded_and_the_run_restarts(tmp_path, capsys, name, damage):
     backup_dir = tmp_path / "backup"
     assert fit(backup_dir, 2) == 2
-    (weights,) = backup_dir.glob("epoch-2.weights.h5")
-    damage(weights)
+    damage(backup_dir / name)
     assert fit(backup_dir, 3) == 3  # from its first epoch
     assert "does not match its SHA-256 checksum" in capsys.readouterr().out
     assert fit(backup_dir, 4) == 1  # the new backup is sound: resumed after epoch 3
