@@ -27,7 +27,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["CACHE_VARIABLE", "SIZE_VARIABLE", "cache_folder", "cached", "evict", "fingerprint", "size_limit"]
+__all__ = [
+    "CACHE_VARIABLE",
+    "SIZE_VARIABLE",
+    "cache_folder",
+    "cached",
+    "checksum",
+    "evict",
+    "fingerprint",
+    "size_limit",
+]
 
 CACHE_VARIABLE = "KERAS_L2T_CACHE"
 SIZE_VARIABLE = "KERAS_L2T_CACHE_SIZE"

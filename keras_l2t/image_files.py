@@ -14,7 +14,7 @@ import re
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["available_memory", "check_memory", "check_pixels", "open_image", "to_rgb"]
+__all__ = ["available_memory", "check_memory", "check_pixels", "open_image", "pixel_limit", "to_rgb"]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
