@@ -256,7 +256,7 @@ def _trained_part(config: RunConfig, model: keras.Model, splits: data.Data) -> t
 
 def _keep(config: RunConfig, model: keras.Model, splits: data.Data, result: dict) -> None:
     """Save the run's model (its validation-best weights) with what is needed to use it."""
-    network = model.target if isinstance(model, L2TModel) else model
+    network = model.target if isinstance(model, L2TModel) else getattr(model, "network", model)
     inference.save_model(
         network,
         config.paths.model,

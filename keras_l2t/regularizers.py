@@ -178,6 +178,7 @@ class RegularizedClassifier(keras.Model):
         self.attention = self.add_weight(shape=(channels,), initializer=uniform, trainable=False, name="attention")
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
         self.prepared = False
+        self.built = True  # every part is built already (Keras asks before saving weights)
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
@@ -204,9 +205,14 @@ class RegularizedClassifier(keras.Model):
         self.attention.assign(channel_attention(features, labels, *probe.fit_linear_classifier(features, labels)))
 
     def fit(self, x=None, y=None, **kwargs):
-        """Keras' `fit`, after DELTA's attention is prepared from `x` (and `y`) the first time."""
+        """Keras' `fit`, after DELTA's attention is prepared from one epoch of `x` (and `y`) the first time."""
         if not self.prepared:
-            self.prepare(x if y is None else tf.data.Dataset.from_tensor_slices((x, y)).batch(256))
+            batches = x if y is None else tf.data.Dataset.from_tensor_slices((x, y)).batch(256)
+            if isinstance(batches, tf.data.Dataset) and kwargs.get("steps_per_epoch"):
+                batches = batches.take(kwargs["steps_per_epoch"])  # a repeated dataset: one epoch of it
+            elif isinstance(batches, tf.data.Dataset) and batches.cardinality() == tf.data.INFINITE_CARDINALITY:
+                raise ValueError("An endless dataset needs steps_per_epoch (DELTA reads one epoch of it first).")
+            self.prepare(batches)
         return super().fit(x, y, **kwargs)
 
     def penalty(self, images, maps, pooled) -> tf.Tensor:

@@ -24,6 +24,7 @@ from keras_l2t.l2t import META_METHODS, L2TModel
 from keras_l2t.meta_health import MetaHealth
 from keras_l2t.meta_schedule import MetaRate
 from keras_l2t.optim import TorchSGD, reference_cosine
+from keras_l2t.regularizers import Penalties, RegularizedClassifier
 
 __all__ = [
     "FAMILIES",
@@ -57,6 +58,8 @@ class Strategy:
         pretrained: whether the (classic) backbone starts from pretrained weights.
         epochs: a run's default length. `feature_extraction` trains its head on cached features
             (`keras_l2t.features`), where an epoch costs milliseconds: 100 epochs let the head converge.
+        penalties: for classic strategies, the regularised fine-tuning penalties added to the cross-entropy
+            (`keras_l2t.regularizers`: L2-SP, DELTA, BSS); None for plain cross-entropy.
 
     """
 
@@ -67,6 +70,7 @@ class Strategy:
     trainable: str = "all"
     pretrained: bool = True
     epochs: int = 15
+    penalties: Penalties | None = None
 
     @property
     def meta(self) -> bool:
@@ -79,7 +83,15 @@ _CLASSIC = (
     Strategy("fine_tune_last", "classic", "last N blocks and the head trained, the rest frozen", 3e-4, "last"),
     Strategy("full_fine_tune", "classic", "every layer trained from the pretrained weights", 1e-4, "all"),
     Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False),
-)
+    # the regularised fine-tuning baselines (Transfer-Learning-Library's tllib.regularization): full fine-tuning's
+    # rate and layers, plus a penalty; strengths are starting points for tuning, not the papers' tuned values
+    Strategy("l2_sp", "classic", "full fine-tuning pulled towards the pretrained weights, L2-SP (Li et al. 2018)",
+             1e-4, "all", penalties=Penalties(starting_point=0.01, head=0.01)),
+    Strategy("delta", "classic", "full fine-tuning keeping attention-weighted feature maps, DELTA (Li et al. 2019)",
+             1e-4, "all", penalties=Penalties(feature_maps=0.01, head=0.01)),
+    Strategy("bss", "classic", "full fine-tuning shrinking the smallest feature singular value, BSS (Chen et al. 2019)",
+             1e-4, "all", penalties=Penalties(spectral=0.001, smallest=1)),
+)  # fmt: skip
 _MATCHING = tuple(
     Strategy(name, "matching", description, MATCHING_LEARNING_RATE)
     for name, description in (
@@ -200,6 +212,8 @@ def _classic(strategy: Strategy, backbone: str, num_classes: int, options: dict)
     dropped = keras.layers.Dropout(options["dropout"], name="head_dropout")(pooled)
     outputs = keras.layers.Dense(num_classes, name="head_classifier")(dropped)
     model = keras.Model(inputs, outputs, name=f"{strategy.name}_{backbone}")
+    if strategy.penalties is not None:  # trains through its own train_step; `model.network` is what is kept
+        model = RegularizedClassifier(model, base, strategy.penalties, ["head_classifier"], "head_dropout", "head_pool")
     model.compile(
         optimizer=options["optimizer"]
         or _optimizer(

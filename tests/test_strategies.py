@@ -46,19 +46,21 @@ def expected_to_train(model, name):
         where = [v for layer in model.where for v in layer.weights]
         must = model.theta + where + (model.what[0].weights if model.what else [])
         return must, model.theta + model.phi + model.target.weights, model.source.weights
-    base = model.get_layer("vgg9")
-    head = model.get_layer("head_classifier").weights
+    strategy, network = strategies.spec(name), getattr(model, "network", model)  # regularised: its network
+    base = network.get_layer("vgg9")
+    head = network.get_layer("head_classifier").weights
     statistics = [v for v in base.weights if is_moving_statistic(v)]
-    if name == "feature_extraction":
+    if strategy.trainable == "none":
         return head, head, base.weights
-    if name == "fine_tune_last":
+    if strategy.trainable == "last":
         last = {layer for group in backbones.blocks(base)[-2:] for layer in group}
         inside = [v for layer in base.layers if layer.name in last for v in layer.trainable_weights]
         outside = [v for layer in base.layers if layer.name not in last for v in layer.weights]
         return head + inside, head + inside, outside + batch_norm_weights(base)
     trainable = head + base.trainable_weights
-    if name == "full_fine_tune":  # BatchNorm frozen, in inference mode: gamma, beta and statistics stay
-        return trainable, trainable, batch_norm_weights(base)
+    if strategy.pretrained:  # full fine-tuning and its regularised kin: BatchNorm frozen, in inference mode
+        prepared = [model.attention] if strategy.penalties else []  # DELTA's attention, set before the first step
+        return trainable, trainable + prepared, batch_norm_weights(base)
     return trainable + statistics, trainable + statistics, []  # scratch: BatchNorm trains
 
 
