@@ -281,6 +281,21 @@ def _tfds_split_to_arrays(dataset, image_size: int | None) -> tuple[np.ndarray, 
     return np.stack(images), np.asarray(labels, "int64")
 
 
+DOWNLOAD_RETRIES = 3  # TFDS retries a failed request 10 times with doubling waits: 205 s before an offline error
+
+
+def _download_and_prepare(builder) -> None:
+    """`builder.download_and_prepare()` with fewer retries (TFDS' own module constant, restored afterwards)."""
+    from tensorflow_datasets.core.download import downloader
+
+    retries = getattr(downloader, "MAX_RETRIES", None)
+    downloader.MAX_RETRIES = DOWNLOAD_RETRIES
+    try:
+        builder.download_and_prepare()
+    finally:
+        downloader.MAX_RETRIES = retries
+
+
 def read_tfds(name: str, *, data_dir: str | None = None, download: bool = False, image_size: int | None = None):
     """Read a TFDS image classification dataset (every split it has) with `tfds.load`.
 
@@ -306,7 +321,13 @@ def read_tfds(name: str, *, data_dir: str | None = None, download: bool = False,
         raise ValueError(f"Unknown dataset {name!r}: not a folder and not a TFDS name. {str(error)[:300]}") from error
     try:
         if download:
-            builder.download_and_prepare()
+            _download_and_prepare(builder)
+    except OSError as error:  # requests' ConnectionError is one: offline, or the server is unreachable
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} could not be downloaded ({type(error).__name__}: {str(error)[:200]}). Are you "
+            "offline? Prepare it on a machine that is online and point data_dir (--data-dir) or TFDS_DATA_DIR at "
+            "that folder, or give an image folder instead."
+        ) from error
     except ImportError as error:  # TFDS imports what a dataset's download needs only when it downloads
         raise ImportError(
             f"Downloading TFDS dataset {name!r} needs a package that is not installed: {error}. Install it "

@@ -225,3 +225,20 @@ def test_the_cache_keeps_to_its_size_limit_by_evicting_the_least_recently_used(t
     monkeypatch.setenv(folder_cache.SIZE_VARIABLE, "lots")
     with pytest.raises(ValueError, match="KERAS_L2T_CACHE_SIZE='lots' is not a size"):
         folder_cache.size_limit()
+
+
+def test_an_offline_tfds_download_fails_fast_with_a_message(monkeypatch, tmp_path):
+    import requests
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import downloader
+
+    retries = []
+
+    def offline(self, *args, **kwargs):
+        retries.append(downloader.MAX_RETRIES)
+        raise requests.exceptions.ConnectionError("Max retries exceeded with url: (Failed to resolve host)")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(FileNotFoundError, match="could not be downloaded .*offline"):
+        data.load("cifar10", data_dir=str(tmp_path), download=True)
+    assert retries == [sources.DOWNLOAD_RETRIES] and downloader.MAX_RETRIES == 10, "fewer retries, then restored"
