@@ -46,7 +46,8 @@ def save_model(model: keras.Model, path: str, *, class_names, image_size: int, n
     if getattr(model, "optimizer", None) is not None:  # the weights, not the training state (a third the size)
         model = keras.Model(model.input, model.output, name=model.name)  # the same layers, not compiled
     model.save(path)
-    metadata = {"class_names": list(class_names), "image_size": int(image_size), "network": network, **details}
+    names = [str(name) for name in class_names]  # as `model_files.check_metadata` expects them back
+    metadata = {"class_names": names, "image_size": int(image_size), "network": network, **details}
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr(METADATA, json.dumps(metadata, indent=1, default=str))
     return path
