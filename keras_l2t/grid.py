@@ -20,7 +20,7 @@ import time
 
 import pandas as pd
 
-from keras_l2t import executors, presets, stats, strategies  # noqa: F401  (stats: re-exported for notebooks)
+from keras_l2t import executors, presets, sequential, stats, strategies  # noqa: F401  (stats: for notebooks)
 from keras_l2t.callbacks import write_hparams
 from keras_l2t.experiment import RunConfig, parse_samples, samples_label
 from keras_l2t.paths import GridPaths
@@ -184,6 +184,7 @@ def compare(
     keep_models: str = "best",
     echo=print,
     executor=None,
+    seed_design: sequential.Design | None = None,
     **fields,
 ) -> tuple[pd.DataFrame, str]:
     """The whole comparison: a preset with overrides, run resumably, then summary and plots.
@@ -206,6 +207,8 @@ def compare(
             `<out>/models/`, see `inference`).
         echo: where progress and the summary go.
         executor: where runs execute (see `run_grid`); default one after another in this process.
+        seed_design: seeds until the ranking is settled (`sequential.Design`): seeds run in rounds, each round
+            only for the methods with an unsettled pair; `seeds` is then ignored.
         **fields: `RunConfig` fields that override the preset's.
 
     Returns:
@@ -222,6 +225,7 @@ def compare(
         "echo": echo,
         "course": preset == "course",
         "executor": executor,
+        "seed_design": seed_design,
     }
     overrides = {"strategy_names": strategy_names, "samples_per_class": samples_per_class, "seeds": seeds, **fields}
     if "parts" not in settings:
@@ -270,12 +274,45 @@ def _compare(settings: dict, out: str, overrides: dict, options: dict) -> tuple[
     seeds = overrides.pop("seeds")
     seeds = seeds if seeds is not None else preset_seeds
     settings.update(overrides, keep_model=options["keep_models"] != "none")
+    if options["seed_design"] is not None:
+        seeds = options["seed_design"].max_seeds
     configs = expand(chosen, samples, seeds, **settings)
     check_output_folder(out)
     with lock(out):  # one writer from the first run to the last plot
-        results = run_grid(configs, out, quiet=options["quiet"], echo=options["echo"], executor=options["executor"])
+        if options["seed_design"] is None:
+            results, settlement = _run(configs, out, options), None
+        else:
+            results, settlement = _run_rounds(configs, chosen, out, options)
         if options["keep_models"] == "best":
             _remove_unpicked_models(results, out)
-        text = report(results, out, order=chosen, baseline=options["baseline"], course=options["course"])
+        text = report(
+            results, out, order=chosen, baseline=options["baseline"], course=options["course"], settlement=settlement
+        )
     options["echo"](text)
     return results, text
+
+
+def _run(configs: list[RunConfig], out: str, options: dict) -> pd.DataFrame:
+    return run_grid(configs, out, quiet=options["quiet"], echo=options["echo"], executor=options["executor"])
+
+
+def _run_rounds(configs: list[RunConfig], chosen, out: str, options: dict):
+    """Seeds in rounds (`sequential.settle`): each round adds seeds only to the methods of an unsettled pair.
+
+    Resumable: every round runs through `run_grid`, which skips finished runs, and the looks are replayed from
+    results.csv, so a second call takes the same decisions and goes on where the first stopped.
+    """
+    design, echo = options["seed_design"], options["echo"]
+    label = {config.key: str(samples_label(config.samples_per_class)) for config in configs}
+    needed = {(config.strategy, label[config.key]): design.min_seeds for config in configs}
+    while True:
+        chosen_runs = [c for c in configs if c.seed < needed[(c.strategy, label[c.key])]]
+        results = _run(chosen_runs, out, options)
+        labelled = results.assign(samples_per_class=results["samples_per_class"].astype(str))
+        settlement = sequential.settle(labelled, chosen, design)
+        grown = {key: max(seeds, settlement.needed.get(key, 0)) for key, seeds in needed.items()}
+        if grown == needed:
+            return results, settlement
+        more = [f"{key[0]} N={key[1]}: {seeds}" for key, seeds in grown.items() if seeds > needed[key]]
+        echo("seeds auto: unsettled pairs, seeds a side next: " + ", ".join(more))
+        needed = grown
