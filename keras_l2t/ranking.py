@@ -30,6 +30,7 @@ __all__ = ["SCORES", "SOURCE_CLASSES", "Candidate", "Row", "correlations", "pars
 
 # networks whose weights keep their source classifier (LEEP and NCE need its probabilities): number of classes
 SOURCE_CLASSES = {("resnet32", "tinyimagenet"): 200}
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".npz", ".pth.tar", ".pth")
 SCORES = ("logme", "logme_icml", "logme_reference", "h_score", "leep", "nce")
 FEATURE_SCORES = {
     "logme": transferability.logme,
@@ -260,4 +261,7 @@ def weights_label(weights: str | None) -> str:
     """A short name for weights: a named pretraining as it is, a file by its stem, None as "random"."""
     if weights is None:
         return "random"
-    return Path(weights).name.split(".")[0] if ("/" in weights or "." in weights) else weights
+    name = Path(weights).name
+    for suffix in WEIGHT_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name

@@ -30,6 +30,8 @@ def test_parse_candidates_expands_sizes_and_taps():
     every = ranking.parse_candidates(["resnet32@32/all"], {"resnet32": "model.npz"})
     assert [c.tap for c in every] == list(backbones.spec("resnet32").taps) and every[0].weights == "model.npz"
     assert ranking.parse_candidates(["resnet32"])[0].source_classes == 200
+    assert ranking.weights_label("../w/mobilenet_v2_1.0_224_notop.weights.h5") == "mobilenet_v2_1.0_224_notop"
+    assert ranking.weights_label("imagenet") == "imagenet" and ranking.weights_label(None) == "random"
 
 
 @pytest.mark.parametrize(
