@@ -311,7 +311,7 @@ def _meta_drift_section(results: pd.DataFrame, paths: GridPaths) -> str:
     if health:
         text += (
             "The health check (`meta_health.MetaHealth`, on 8 validation images, from the start of `fit`): bound = "
-            "meta rate x meta steps, about the most Adam can move a meta weight; below 0.25 the run could not "
+            "meta rate x meta steps, about the most Adam can move a meta weight; below 0.05 the run could not "
             "learn its pair weights.\n\n" + health + "\n"
         )
     return text
