@@ -37,7 +37,7 @@ MINIMUM_ENTROPY_DROP = 0.01
 MINIMUM_WHERE_CHANGE = 0.1
 MINIMUM_GAMMA_CHANGE = 0.1
 MINIMUM_WEIGHT_CHANGE = 0.01
-COULD_NOT, DID_NOT, MOVED = "could not move", "did not move", "moved"
+COULD_NOT, DID_NOT, MOVED, DIVERGED = "could not move", "did not move", "moved", "diverged"
 MOVEMENT_KEYS = ("weight_change", "where_change", "where_rank_correlation", "what_entropy_drop", "what_ratio",
                  "gamma_min", "gamma_max")  # fmt: skip
 ADVICE = (
@@ -108,9 +108,11 @@ def _rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def verdict(result: dict, minimum_bound: float = MINIMUM_BOUND) -> str:
-    """The state of a run from its `figures`: "could not move", "did not move" or "moved" (see the module)."""
+    """A run's state from its `figures`: "could not move", "diverged", "did not move" or "moved" (see the module)."""
     if result["bound"] < minimum_bound:
         return COULD_NOT
+    if not all(math.isfinite(result[key]) for key in MOVEMENT_KEYS if key in result):
+        return DIVERGED
     if "what_entropy_drop" not in result:
         return MOVED if result["weight_change"] >= MINIMUM_WEIGHT_CHANGE else DID_NOT
     gamma = max(abs(result.get("gamma_min", 1.0) - 1.0), abs(result.get("gamma_max", 1.0) - 1.0))
@@ -131,6 +133,8 @@ def message(result: dict, rate: float, steps: int, minimum_bound: float = MINIMU
             f"moves a meta weight by at most about {result['bound']:.3g} (rate x steps; below {minimum_bound:g}), "
             f"so the pair weights stay near their random start. To let them learn, {ADVICE}."
         )
+    if state == DIVERGED:
+        return f"The L2T meta-networks diverged (a figure is NaN or infinite); lower the meta rate. {ADVICE}."
     if state == DID_NOT:
         moved = ", ".join(f"{key} {result[key]:.4g}" for key in MOVEMENT_KEYS if key in result)
         return (
@@ -199,10 +203,11 @@ class MetaHealth(keras.callbacks.Callback):
             self.writer.flush()
 
     def on_train_end(self, logs=None):
-        """Set `result` with its `verdict`, and warn when the meta-networks could not or did not move."""
+        """Set `result` (the last epoch's figures) with its `verdict`, and warn unless the meta-networks moved."""
         if not self._active():
             return
-        self.result = {**self._figures(), "meta_steps": self.steps, "meta_rate": self.rate}
+        moved = self.result or self._figures()  # the last epoch's (before any restore of the best epoch's weights)
+        self.result = {**moved, "meta_steps": self.steps, "meta_rate": self.rate}
         self.result["verdict"] = verdict(self.result, self.minimum_bound)
         text = message(self.result, self.rate, self.steps, self.minimum_bound)
         if text:

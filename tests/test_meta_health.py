@@ -73,6 +73,7 @@ def test_without_a_probe_the_check_judges_the_meta_weights(moved_run):
     assert without_probe.result["verdict"] == "moved" and "what_entropy_drop" not in without_probe.result
     assert without_probe.result["weight_change"] == health.result["weight_change"] > 0.01
     assert meta_health.verdict({"bound": 1.0, "weight_change": 0.001}) == "did not move"
+    assert meta_health.verdict({"bound": 1.0, "weight_change": float("nan")}) == "diverged"
 
 
 def test_the_figures_go_to_the_logs_and_to_tensorboard(moved_run):
