@@ -144,12 +144,14 @@ def plot(rows: list[Row], path: str, title: str = "") -> None:
             axis.set_title("linear probe: held-out acc %", fontsize=9)
         else:
             values = [row.scores.get(name, 0.0) for row in ordered]
-            times = [row.seconds.get(name, 0.0) for row in ordered]
+            times = [row.seconds.get(name) for row in ordered]  # None: the score does not apply
             axis.set_title(HEADINGS[name], fontsize=9)
         axis.barh(
             positions, values, color=["C0" if name == "probe" or name in row.scores else "0.85" for row in ordered]
         )
         for position, value, seconds in zip(positions, values, times, strict=True):
+            if seconds is None:
+                continue
             axis.annotate(
                 f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s",
                 (value, position),
