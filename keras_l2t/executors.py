@@ -29,7 +29,9 @@ __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make"]
 
 EXECUTORS = ("local", "ray")
 # Settings a worker needs from the driver's environment (weights mirror, image cache, oneDNN, logging).
-_FORWARDED = ("KERAS_L2T_WEIGHTS_DIR", "KERAS_L2T_CACHE", "TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")
+_FORWARDED = (
+    "KERAS_L2T_WEIGHTS_DIR", "KERAS_L2T_CACHE", "KERAS_L2T_CACHE_SIZE", "TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL"
+)  # fmt: skip
 
 
 def run_task(config: RunConfig) -> dict:

@@ -181,7 +181,6 @@ def write_csv(rows: list[dict], path: str) -> str:
 def contact_sheet(rows: list[dict], path: str, columns: int = 4) -> str:
     """A PNG of the images, each titled with its predicted class and probability (and the runner-up)."""
     from matplotlib.figure import Figure
-    from PIL import Image
 
     count = len(rows)
     columns = min(columns, count)
@@ -189,8 +188,7 @@ def contact_sheet(rows: list[dict], path: str, columns: int = 4) -> str:
     figure = Figure(figsize=(2.6 * columns, 3.0 * lines), layout="constrained")
     for index, row in enumerate(rows):
         axis = figure.add_subplot(lines, columns, index + 1)
-        with Image.open(row["file"]) as image:
-            axis.imshow(image.convert("RGB"))
+        axis.imshow(sources.read_image(row["file"]))  # the pixels the model saw (16-bit PNGs at their depth)
         name, probability = row["top"][0]
         title = f"{name} {100 * probability:.1f} %"
         if len(row["top"]) > 1:

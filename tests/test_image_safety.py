@@ -242,3 +242,13 @@ def test_an_offline_tfds_download_fails_fast_with_a_message(monkeypatch, tmp_pat
     with pytest.raises(FileNotFoundError, match="could not be downloaded .*offline"):
         data.load("cifar10", data_dir=str(tmp_path), download=True)
     assert retries == [sources.DOWNLOAD_RETRIES] and downloader.MAX_RETRIES == 10, "fewer retries, then restored"
+
+
+def test_the_contact_sheet_shows_a_sixteen_bit_png_as_it_is(tmp_path):
+    from keras_l2t import inference
+
+    path = tmp_path / "dark16.png"
+    Image.fromarray(np.full((64, 64), 6000, "uint16")).save(path)  # dark grey, about 23 of 255 in 8 bits
+    sheet = inference.contact_sheet([{"file": str(path), "top": [("cat", 0.9)]}], str(tmp_path / "sheet.png"))
+    pixels = np.asarray(Image.open(sheet).convert("L"), "float32")
+    assert pixels.mean() < 170, f"mean brightness {pixels.mean():.0f}: the image was drawn white"
