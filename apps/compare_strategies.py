@@ -89,9 +89,9 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     parser.add_argument(
         "--preset",
         choices=sorted(preset_names) + ["none"],
-        default="quick",
-        help="a starting grid; any option overrides it (default quick; none: every classic strategy with the "
-        "run defaults, on the whole training set)",
+        help="a starting grid; any option overrides it (none: every classic strategy with the run defaults, on the "
+        "whole training set). Default: quick when only --dataset is given (the CIFAR-10 demo), none as soon as "
+        "--strategies, --backbone or --samples-per-class name your own run",
     )
     parser.add_argument("--strategies", type=comma_list, help="comma list of: " + ", ".join(strategy_names))
     parser.add_argument("--backbone", help="backbone of the classic strategies")
@@ -198,6 +198,25 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+NONE_MEANS_NO = ("weights", "source_weights")  # the flags whose value "none" means None (random initialisation)
+OWN_RUN_NOTE = (
+    "No --preset: running {what} with the run defaults (the backbone's own input size, augment auto, every image, "
+    "one seed); add --preset quick for the CIFAR-10 demo settings."
+)
+
+
+def chosen_preset(args: argparse.Namespace) -> str:
+    """The preset to run: the one asked for; else none when the user names their own run, else quick (the demo)."""
+    if args.preset is not None:
+        return args.preset
+    own = {"--strategies": args.strategies, "--backbone": args.backbone, "--samples-per-class": args.samples_per_class}
+    named = [flag for flag, value in own.items() if value is not None]
+    if not named:
+        return "quick"
+    print(OWN_RUN_NOTE.format(what=", ".join(args.strategies or ["every classic strategy"])), flush=True)
+    return "none"
+
+
 def seed_design(args: argparse.Namespace):
     """The `--seeds auto` design from the arguments; None for fixed seeds (ValueError for auto options without it)."""
     from keras_l2t import sequential
@@ -253,15 +272,21 @@ def main(argv=None) -> int:
         "devices": args.devices,
         "mixed_precision": args.mixed_precision,
     }
-    fields = {key: (None if value == "none" else value) for key, value in fields.items() if value is not None}
+    # "none" means "no weights" only where None does; --augment none is an augmentation of its own
+    fields = {
+        key: None if value == "none" and key in NONE_MEANS_NO else value
+        for key, value in fields.items()
+        if value is not None  # options not given
+    }
+    preset = chosen_preset(args)
     try:
         executor = executors.make(
             args.executor, address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
         )
         design = seed_design(args)
         grid.compare(
-            None if args.preset == "none" else args.preset,
-            out=args.out or f"runs/{'compare' if args.preset == 'none' else args.preset}",
+            None if preset == "none" else preset,
+            out=args.out or f"runs/{'compare' if preset == 'none' else preset}",
             strategy_names=args.strategies,
             samples_per_class=args.samples_per_class,
             seeds=None if design else args.seeds,

@@ -241,18 +241,32 @@ def compare(
                 ]
             if not chosen:
                 continue
-            echo(f"{preset} / {part}: {part_settings['description']}")
+            description = _description(part_settings, chosen, fields)
+            echo(f"{preset} / {part}: {description}")
             results, text = _compare(
                 part_settings, os.path.join(out, part), {**overrides, "strategy_names": chosen}, options
             )
             tables.append(results.assign(part=part))
-            texts.append(f"\n# {part}: {part_settings['description']}\n\n" + _relinked(text, part))
+            texts.append(f"\n# {part}: {description}\n\n" + _relinked(text, part))
         if not tables:
             raise ValueError(f"None of {strategy_names} is in the {preset} preset.")
         text = "".join(texts)
         with open(GridPaths(out).summary, "w") as file:
             file.write(text)
     return pd.concat(tables, ignore_index=True), text
+
+
+_DESCRIBED = ("backbone", "weights", "source", "source_weights", "target", "image_size", "augment", "epochs")
+
+
+def _description(settings: dict, chosen: list[str], fields: dict) -> str:
+    """A preset part's header: its own description, or what actually runs where the user's options change it."""
+    changed = {key: fields[key] for key in _DESCRIBED if key in fields and fields[key] != settings.get(key)}
+    if not changed and chosen == settings["strategies"]:
+        return settings["description"]
+    merged = {key: settings.get(key) for key in _DESCRIBED} | changed
+    shown = ", ".join(f"{key} {value}" for key, value in merged.items() if value is not None)
+    return f"{', '.join(chosen)} ({shown}; the preset's settings with your options)"
 
 
 def _family(name: str) -> str:

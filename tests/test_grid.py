@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import executors, experiment, grid, report
+from keras_l2t import executors, experiment, grid, presets, report
 from keras_l2t.callbacks import read_scalars
 
 
@@ -231,8 +231,37 @@ def test_app_passes_the_family_of_scratch_to_the_grid(monkeypatch):
     assert calls[0][0] == "thesis" and calls[0][1]["family"] == "classic"
     assert module.main(["--dataset", "x", "--strategies", "scratch"]) == 0
     assert "family" not in calls[1][1]  # the grid decides
-    assert calls[1][0] == "quick" and calls[1][1]["out"] == "runs/quick"  # --dataset alone runs the quick preset
     assert module.main(["--dataset", "x", "--preset", "none"]) == 0 and calls[2][0] is None
+    assert module.main(["--dataset", "x"]) == 0  # --dataset alone runs the quick preset, the CIFAR-10 demo
+    assert calls[3][0] == "quick" and calls[3][1]["out"] == "runs/quick"
+
+
+@pytest.mark.parametrize(
+    "own", [["--strategies", "feature_extraction"], ["--backbone", "mobilenet_v2"], ["--samples-per-class", "10"]]
+)
+def test_naming_your_own_run_gives_the_run_defaults_and_says_so(monkeypatch, capsys, own):
+    module = load_app()
+    calls = []
+    monkeypatch.setattr(grid, "compare", lambda preset, **options: calls.append((preset, options)))
+    assert module.main(["--dataset", "my_photos", *own]) == 0
+    assert calls[0][0] is None and calls[0][1]["out"] == "runs/compare"  # not the quick preset's demo settings
+    assert "No --preset" in capsys.readouterr().out
+    assert module.main(["--dataset", "my_photos", "--preset", "quick", *own]) == 0 and calls[1][0] == "quick"
+
+
+def test_augment_none_reaches_the_grid_as_none_and_weights_none_as_random_init(monkeypatch):
+    module = load_app()
+    calls = []
+    monkeypatch.setattr(grid, "compare", lambda preset, **options: calls.append((preset, options)))
+    assert module.main(["--dataset", "x", "--preset", "none", "--augment", "none", "--weights", "none"]) == 0
+    assert calls[0][1]["augment"] == "none" and calls[0][1]["weights"] is None
+
+
+def test_a_preset_part_header_describes_what_runs():
+    part = presets.get_config("quick")["parts"]["classic"]
+    assert grid._description(part, part["strategies"], {}) == part["description"]
+    changed = grid._description(part, ["feature_extraction"], {"backbone": "mobilenet_v2", "image_size": 160})
+    assert "SqueezeNet" not in changed and "backbone mobilenet_v2" in changed and "image_size 160" in changed
 
 
 def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):
