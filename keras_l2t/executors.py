@@ -23,7 +23,8 @@ import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 
-from keras_l2t.experiment import RunConfig, run
+from keras_l2t.config import RunConfig
+from keras_l2t.experiment import run
 
 __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make"]
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from keras_l2t import executors, presets, sequential, stats, strategies  # noqa: F401  (stats: for notebooks)
 from keras_l2t.callbacks import write_hparams
-from keras_l2t.experiment import RunConfig, parse_samples, samples_label
+from keras_l2t.config import RunConfig, parse_samples, samples_label
 from keras_l2t.paths import GridPaths
 from keras_l2t.report import picked_runs, report
 from keras_l2t.results import (  # noqa: F401

@@ -29,7 +29,7 @@ import warnings
 
 import pandas as pd
 
-from keras_l2t.experiment import RunConfig, parse_samples, samples_label
+from keras_l2t.config import RunConfig, parse_samples, samples_label
 from keras_l2t.paths import GridPaths
 
 try:
