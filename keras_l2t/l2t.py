@@ -282,7 +282,7 @@ class L2TModel(BilevelMetaStep, keras.Model):
             The trackers' running means and accuracy, for `fit`'s logs.
 
         """
-        inputs, labels = data[0], data[1]
+        inputs, labels = _unweighted(data)
         source_maps = self.source_maps(inputs)
         if self.phi:
             self.meta_warm_up(inputs, labels, source_maps)  # the first iteration only, when asked
@@ -310,7 +310,7 @@ class L2TModel(BilevelMetaStep, keras.Model):
 
     def test_step(self, data):
         """The target's cross-entropy and accuracy on one batch (inference mode), for `evaluate` and validation."""
-        inputs, labels = data[0], data[1]
+        inputs, labels = _unweighted(data)
         logits = self.target(inputs, training=False)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
         self.trackers["loss"].update_state(loss)
@@ -321,3 +321,15 @@ class L2TModel(BilevelMetaStep, keras.Model):
         """The target's logits for one batch (images, or (images, labels))."""
         inputs = data[0] if isinstance(data, (tuple, list)) else data
         return self.target(inputs, training=False)
+
+
+def _unweighted(data) -> tuple:
+    """(images, labels) of a batch; a batch with sample weights (or fit's class_weight) is refused, not ignored."""
+    inputs, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError(
+            "L2TModel does not support sample_weight or class_weight: its real and look-ahead steps take unweighted "
+            "means (Jang et al. 2019), so weights would change only part of the objective. Balance the classes in "
+            "the data instead (e.g. data.load(samples_per_class=N)) or train a classic strategy."
+        )
+    return inputs, labels

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import backbones, matching, stats
+from keras_l2t import backbones, matching, stats, strategies
 from keras_l2t.callbacks import RunBackup
 from keras_l2t.l2t import META_METHODS, METHODS, L2TModel
 from keras_l2t.optim import TorchAdam, TorchSGD
@@ -300,3 +300,17 @@ def test_meta_every_k_takes_the_meta_step_on_every_kth_iteration():
     assert moved == [True, False, False, True, False] and int(model.meta_optimizer.iterations) == 2
     with pytest.raises(ValueError, match="meta_every must be"):
         tiny_model("l2t_ww", meta_every=0)
+
+
+@pytest.mark.parametrize("weights", ["sample_weight", "class_weight"])
+def test_sample_and_class_weights_are_refused_not_ignored(weights):
+    keras.utils.set_random_seed(0)
+    model = strategies.build("fm_uniform", num_classes=3, source="lenet5", source_weights=None, target="lenet5",
+                             input_shape=(32, 32, 3))  # fmt: skip
+    images, labels = np.zeros((6, 32, 32, 3), "float32"), np.arange(6) % 3
+    class_weight = {0: 1.0, 1: 2.0, 2: 1.0}
+    options = {"sample_weight": np.ones(6)} if weights == "sample_weight" else {"class_weight": class_weight}
+    with pytest.raises(ValueError, match="does not support sample_weight or class_weight"):
+        model.fit(images, labels, batch_size=6, epochs=1, verbose=0, **options)
+    with pytest.raises(ValueError, match="does not support sample_weight"):
+        model.evaluate(images, labels, sample_weight=np.ones(6), verbose=0)
