@@ -62,6 +62,7 @@ def _write_csv(rows, path: str) -> None:
 def main(argv=None) -> int:
     process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (see keras_l2t.process)
     from keras_l2t import ranking, ranking_report
+    from keras_l2t.weights import WeightsUnavailableError
 
     args = parse(argv)
     validation = int(args.validation) if args.validation >= 1 else args.validation
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
             seed=args.seed,
             progress=progress,
         )
-    except (FileNotFoundError, ValueError, KeyError) as error:
+    except (FileNotFoundError, ValueError, KeyError, ImportError, WeightsUnavailableError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
     for note in sorted({note for row in rows for note in row.notes}):

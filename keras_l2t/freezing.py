@@ -58,7 +58,8 @@ def unfreeze(
         The same model, recompiled with Adam at `learning_rate`.
 
     """
-    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    network = getattr(model, "network", model)  # a RegularizedClassifier trains its network
+    base = next(layer for layer in network.layers if isinstance(layer, keras.Model))
     trainable_layers(base, "all" if last_blocks is None else "last", last_blocks or 0, not train_batch_norm)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

@@ -109,10 +109,10 @@ def _rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
 
 def verdict(result: dict, minimum_bound: float = MINIMUM_BOUND) -> str:
     """A run's state from its `figures`: "could not move", "diverged", "did not move" or "moved" (see the module)."""
+    if not all(math.isfinite(result[key]) for key in MOVEMENT_KEYS if key in result):
+        return DIVERGED  # first: a run whose meta weights became NaN diverged, whatever it could have moved
     if result["bound"] < minimum_bound:
         return COULD_NOT
-    if not all(math.isfinite(result[key]) for key in MOVEMENT_KEYS if key in result):
-        return DIVERGED
     if "what_entropy_drop" not in result:
         return MOVED if result["weight_change"] >= MINIMUM_WEIGHT_CHANGE else DID_NOT
     gamma = max(abs(result.get("gamma_min", 1.0) - 1.0), abs(result.get("gamma_max", 1.0) - 1.0))
@@ -182,10 +182,11 @@ class MetaHealth(keras.callbacks.Callback):
         self.bound = meta_schedule.movement_bound(self.rate, self.steps)
 
     def _figures(self) -> dict:
-        change = max(
+        changes = [
             float(np.max(np.abs(variable.numpy() - start), initial=0.0))
             for variable, start in zip(self.model.phi, self.phi_start, strict=True)
-        )
+        ]
+        change = float(np.max(changes, initial=0.0))  # NaN if any is (Python's max would skip a later NaN)
         end = probe(self.model, self.inputs) if self.inputs is not None else None
         return figures(self.start, end, change, self.bound)
 

@@ -175,6 +175,8 @@ def _group_rows(group: list[Candidate], dataset, options: dict, validate: bool) 
     (outputs, labels), seconds = _timed(features.pooled_outputs, extractor, splits.train)
     probabilities = scipy.special.softmax(outputs[-1], axis=1) if first.source_classes else None
     rows = [_score(candidate, outputs[index], labels, probabilities, seconds) for index, candidate in enumerate(group)]
+    if validate and splits.validation is None:
+        raise ValueError("validate needs held-out images to measure the probes on: give a validation split above 0.")
     if validate:
         (held_out, held_out_labels), held_out_seconds = _timed(features.pooled_outputs, extractor, splits.validation)
         for index, row in enumerate(rows):
@@ -242,7 +244,8 @@ def correlations(rows: list[Row]) -> dict[str, dict]:
     """
     result = {}
     for name in SCORES:
-        pairs = [(row.scores[name], row.probe_accuracy) for row in rows if name in row.scores and row.probe_accuracy]
+        measured = [row for row in rows if name in row.scores and row.probe_accuracy is not None]
+        pairs = [(row.scores[name], row.probe_accuracy) for row in measured]
         if len(pairs) < 2:
             continue
         scores, accuracies = np.array(pairs).T

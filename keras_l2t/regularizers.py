@@ -135,9 +135,10 @@ def channel_attention(features: np.ndarray, labels: np.ndarray, weights: np.ndar
         shifted = values - values.max(axis=-1, keepdims=True)
         return np.mean(np.log(np.exp(shifted).sum(-1)) - shifted[..., rows, labels], axis=-1)
 
-    # logits without channel c: logits - features[:, c] * weights[c], for every c at once: (C, N, classes)
-    removed = logits[None] - features.T[:, :, None] * weights[:, None, :]
-    rise = mean_loss(removed) - mean_loss(logits)
+    # logits without channel c: logits - features[:, c] * weights[c]; one channel at a time, since all at once
+    # would take C x N x classes floats (5 GiB for 512 channels over CIFAR-10's 45,000 images)
+    base = mean_loss(logits)
+    rise = np.array([mean_loss(logits - np.outer(features[:, c], weights[c])) - base for c in range(len(weights))])
     scores = np.exp(rise - rise.max())
     return (scores / scores.sum()).astype("float32")
 
@@ -231,22 +232,29 @@ class RegularizedClassifier(keras.Model):
         return total
 
     def train_step(self, data):
-        """One step on cross-entropy plus the penalties (Keras' `compute_loss` weighs `sample_weight`)."""
+        """One step on cross-entropy plus the penalties (Keras' `compute_loss` weighs `sample_weight`).
+
+        As Keras' own step: Keras' losses come divided by the number of replicas (their gradients are summed), so
+        the penalty is too, and a loss-scaling optimizer (`mixed_float16`) gets its scaled loss.
+        """
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             maps, pooled, logits = self.outputs_of(images, training=True)
             penalty = self.penalty(images, maps, pooled)
-            loss = self.compute_loss(images, labels, logits, sample_weight, training=True) + penalty
+            loss = self.compute_loss(images, labels, logits, sample_weight, training=True) + penalty / replicas
+            scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return self._record(loss, penalty, images, labels, logits, sample_weight)
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
+        return self._record(loss * replicas, penalty, images, labels, logits, sample_weight)
 
     def test_step(self, data):
         """Evaluation: Keras' loss and metrics, plus the penalties at the current weights (as `val_penalty`)."""
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         maps, pooled, logits = self.outputs_of(images, training=False)
         penalty = self.penalty(images, maps, pooled)
-        loss = self.compute_loss(images, labels, logits, sample_weight, training=False) + penalty
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss = self.compute_loss(images, labels, logits, sample_weight, training=False) * replicas + penalty
         return self._record(loss, penalty, images, labels, logits, sample_weight)
 
     def _record(self, loss, penalty, images, labels, logits, sample_weight) -> dict:

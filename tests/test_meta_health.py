@@ -74,6 +74,7 @@ def test_without_a_probe_the_check_judges_the_meta_weights(moved_run):
     assert without_probe.result["weight_change"] == health.result["weight_change"] > 0.01
     assert meta_health.verdict({"bound": 1.0, "weight_change": 0.001}) == "did not move"
     assert meta_health.verdict({"bound": 1.0, "weight_change": float("nan")}) == "diverged"
+    assert meta_health.verdict({"bound": 0.001, "weight_change": float("nan")}) == "diverged"  # not "could not"
 
 
 def test_the_figures_go_to_the_logs_and_to_tensorboard(moved_run):

@@ -105,6 +105,8 @@ def test_correlations_are_kendall_tau_against_probe_accuracy():
     assert "leep" not in found  # no candidate has it
     rows[1].probe_accuracy, rows[2].probe_accuracy = 0.65, 0.70  # one discordant pair of six: tau = 4/6
     assert ranking.correlations(rows)["logme"]["tau"] == pytest.approx(4 / 6)
+    rows[0].probe_accuracy = 0.0  # a probe at 0 % is a measurement, not a missing one
+    assert ranking.correlations(rows)["logme"]["candidates"] == 4
 
 
 def test_report_orders_by_the_score_and_suggests_the_best(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import regularizers, strategies
+from keras_l2t import backbones, regularizers, strategies
 
 
 def test_starting_point_penalty_is_alpha_half_distance_plus_beta_half_head_norm():
@@ -141,3 +141,32 @@ def test_a_regularised_run_keeps_the_plain_network(name, tmp_path):
     model, metadata = inference.load_model(config.paths.model)
     assert not isinstance(model, regularizers.RegularizedClassifier) and metadata["strategy"] == name
     assert model.predict(images[:2], verbose=0).shape == (2, 3)
+
+
+def test_a_loss_scaling_optimizer_takes_the_same_step():
+    images = np.random.default_rng(8).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = np.arange(8) % 3
+    steps = []
+    for scaling in (False, True):
+        keras.utils.set_random_seed(0)  # the same initial weights for both
+        model = _classifier(regularizers.Penalties(starting_point=0.5, head=0.1, spectral=0.01))
+        optimizer = keras.optimizers.SGD(0.01)
+        model.compile(
+            optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if scaling else optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        before = [np.asarray(v) for v in model.trainable_variables]
+        model.fit(images, labels, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        steps.append([np.asarray(v) - b for v, b in zip(model.trainable_variables, before, strict=True)])
+    for plain, scaled in zip(*steps, strict=True):
+        np.testing.assert_allclose(scaled, plain, rtol=1e-3, atol=1e-7)
+
+
+def test_unfreezing_the_last_block_of_a_regularised_model_reaches_its_backbone():
+    network = strategies.build("l2_sp", backbone="vgg9", num_classes=3, weights=None, input_shape=(32, 32, 3))
+    strategies.unfreeze(network, last_blocks=1, learning_rate=1e-5)
+    backbone = network.network.get_layer("vgg9")
+    last = set(backbones.blocks(backbone)[-1])
+    trains = {layer.name for layer in backbone.layers if layer.trainable_weights}
+    assert trains and trains <= last, "only the backbone's last block (and no BatchNorm) trains"
+    assert not any(layer.trainable for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
