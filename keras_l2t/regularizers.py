@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_l2t import probe
+from keras_l2t.features import pooled_outputs
 
 __all__ = [
     "Penalties",
@@ -167,8 +168,8 @@ class RegularizedClassifier(keras.Model):
         self.outputs_of = keras.Model(network.input, [maps, pooled, network.output])
         self.starting_values = [tf.constant(np.asarray(variable)) for variable in backbone.trainable_weights]
         self.backbone_variables = list(backbone.trainable_weights)
-        self.head_variables = [v for name in head_layers for v in network.get_layer(name).trainable_weights]
-        self.head_variables = [v for v in self.head_variables if len(v.shape) > 1]  # kernels, not biases
+        head = [v for name in head_layers for v in network.get_layer(name).trainable_weights]
+        self.head_variables = [v for v in head if len(v.shape) > 1]  # kernels, not biases
         self.reference = None
         if penalties.feature_maps:
             self.reference = keras.models.clone_model(backbone)
@@ -197,12 +198,8 @@ class RegularizedClassifier(keras.Model):
         self.prepared = True
         if self.reference is None:
             return
-        features, labels = [], []
-        for images, batch_labels in batches:
-            maps = np.asarray(self.reference(images, training=False))
-            features.append(maps.mean(axis=tuple(range(1, maps.ndim - 1))))
-            labels.append(np.asarray(batch_labels))
-        features, labels = np.concatenate(features), np.concatenate(labels).astype("int64")
+        (features,), labels = pooled_outputs(self.reference, batches)
+        labels = labels.astype("int64")
         self.attention.assign(channel_attention(features, labels, *probe.fit_linear_classifier(features, labels)))
 
     def fit(self, x=None, y=None, **kwargs):
