@@ -8,6 +8,7 @@ update: after the real step, take `inner_steps` look-ahead SGD steps on beta * L
 follow the CE at the resulting weights back to phi through those steps (second order; eq. 5-6).
 L2T-www multiplies the squared error by gamma from a third, which-pixels network (`WhichNetwork`).
 UFM (Romero et al. 2014, FitNets hints): equal-resolution pairs, w = 1/C_s, lambda = 1, no meta step.
+The baselines fm_single, at, lwf and lwf_at (their losses and choices): `keras_l2t.baselines`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_l2t import backbones, hardware, matching, meta_schedule
+from keras_l2t import backbones, baselines, hardware, matching, meta_schedule
 from keras_l2t.meta_step import BilevelMetaStep, replicas, sum_over_replicas  # noqa: F401  (re-exported)
 from keras_l2t.optim import TorchAdam, TorchSGD
 
-METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www")
+METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www", *baselines.METHODS)
 META_METHODS = ("l2t_ww", "l2t_www")
 
 
@@ -43,18 +44,9 @@ def stage_outputs(model: keras.Model, taps) -> list[str]:
 def _default_pairs(method: str, source_shapes, target_shapes) -> list[tuple[int, int]]:
     if method == "scratch":
         return []
-    if method != "ufm":
-        return matching.all_pairs(len(source_shapes), len(target_shapes))
-    pairs = []
-    for m, source in enumerate(source_shapes):
-        same = [n for n, target in enumerate(target_shapes) if target[:2] == source[:2]]
-        if not same:
-            raise ValueError(
-                f"UFM pairs maps of equal resolution, but no target tap has the size {source[:2]} of "
-                f"source tap {m}; target tap sizes: {[shape[:2] for shape in target_shapes]}."
-            )
-        pairs.append((m, same[0]))
-    return pairs
+    if method == "ufm" or method in baselines.METHODS:
+        return baselines.default_pairs(method, source_shapes, target_shapes)
+    return matching.all_pairs(len(source_shapes), len(target_shapes))
 
 
 class L2TModel(BilevelMetaStep, keras.Model):
@@ -69,9 +61,10 @@ class L2TModel(BilevelMetaStep, keras.Model):
         target: the target network with its classifier (returns logits). Changed in place: its BatchNorm layers
             compute exact training-mode moments from now on (`matching.use_exact_batch_norm`; same values, full
             gradient), so that the meta step's second-order gradients are exact. It still saves as plain Keras.
-        method: "l2t_ww", "l2t_www", "ufm", "fm_uniform" or "scratch" (cross-entropy only).
-        pairs: (source tap index, target tap index) pairs; default all-to-all (UFM: equal resolution).
-        beta: the matching loss factor.
+        method: "l2t_ww", "l2t_www", "ufm", "fm_uniform", "scratch" (cross-entropy only) or a baseline of
+            `keras_l2t.baselines` ("fm_single", "at", "lwf", "lwf_at"; LwF needs a source ending in its classifier).
+        pairs: (source tap index, target tap index) pairs; default all-to-all (UFM, AT: equal resolution).
+        beta: the matching (transfer) loss factor; None for the method's (`baselines.default_beta`: 0.5, L2T-ww's).
         inner_steps: T, look-ahead steps on the matching loss in the meta step.
         source_taps: source layer names; default the last tap of each resolution of the source's spec.
         target_taps: target layer names; default the target spec's taps.
@@ -94,7 +87,7 @@ class L2TModel(BilevelMetaStep, keras.Model):
         *,
         method: str = "l2t_ww",
         pairs=None,
-        beta: float = 0.5,
+        beta: float | None = None,
         inner_steps: int = 2,
         source_taps=None,
         target_taps=None,
@@ -108,29 +101,37 @@ class L2TModel(BilevelMetaStep, keras.Model):
         super().__init__(name=name)
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-        self.method, self.beta, self.inner_steps, self.meta_weight_decay = method, beta, inner_steps, meta_weight_decay
+        self.method, self.inner_steps, self.meta_weight_decay = method, inner_steps, meta_weight_decay
+        self.beta = baselines.default_beta(method) if beta is None else beta
         meta_schedule.check_options(meta_every, meta_steps, meta_warmup, meta_reach)
         self.meta_every, self.meta_steps, self.meta_warmup = meta_every, meta_steps, meta_warmup
         self.meta_reach = meta_reach
         source.trainable = False
+        baselines.check_source(source, method)
         self.source, self.target = source, target
         if source_taps is None:
             source_taps = stage_outputs(source, backbones.spec(source.name).taps)
         if target_taps is None:
             target_taps = backbones.spec(target.name).taps
-        self.source_features = backbones.tap_model(source, source_taps)
-        self.target_features = backbones.tap_model(target, target_taps, include_output=True)
-        source_shapes = [tuple(output.shape[1:]) for output in self.source_features.outputs]
-        target_shapes = [tuple(output.shape[1:]) for output in self.target_features.outputs[:-1]]
-        self.pairs = (
+        old_task = method in baselines.OLD_TASK_METHODS  # the source's logits follow its taps
+        self.source_features = backbones.tap_model(source, source_taps, include_output=old_task)
+        self.target_features = baselines.target_tap_model(target, target_taps, method)
+        source_shapes = [tuple(output.shape[1:]) for output in self.source_features.outputs[: len(source_taps)]]
+        target_shapes = [tuple(output.shape[1:]) for output in self.target_features.outputs[: len(target_taps)]]
+        pairs = (
             [tuple(pair) for pair in pairs]
             if pairs is not None
             else _default_pairs(method, source_shapes, target_shapes)
         )
+        self.pairs, self.attention_pairs = baselines.split_pairs(method, pairs, source_shapes, target_shapes)
         matching.use_exact_batch_norm(target)  # in place, as the docstring says
         self._build_pair_networks(source_shapes, target_shapes)
+        self.old_head = baselines.make_old_head(method, source, target)  # LwF's second head, else None
         self.theta = list(self.target_features.trainable_variables) + [
-            variable for adapter in self.adapters for variable in adapter.trainable_variables
+            variable
+            for layer in [*self.adapters, self.old_head]
+            if layer is not None
+            for variable in layer.trainable_variables
         ]
         self.phi = [variable for layer in self.what + self.where + self.which for variable in layer.trainable_variables]
         self.trackers = {key: keras.metrics.Mean(name=key) for key in ("loss", "ce", "matching", "meta_loss")}
@@ -228,9 +229,9 @@ class L2TModel(BilevelMetaStep, keras.Model):
         return weights
 
     def _forward(self, theta, inputs):
-        """Adapted target taps, logits and updated BatchNorm statistics at the given target weights.
+        """Adapted target taps, the target's outputs (taps, then logits last) and updated BatchNorm statistics.
 
-        `theta` is a list of tensors in `self.theta` order (target weights, then adapter kernels and biases).
+        `theta` is a list of tensors in `self.theta` order (target weights, adapter kernels and biases, LwF's head).
         """
         count = len(self.target_features.trainable_variables)
         non_trainable = [variable.value for variable in self.target_features.non_trainable_variables]
@@ -241,10 +242,10 @@ class L2TModel(BilevelMetaStep, keras.Model):
         for index, (_, n) in enumerate(self.pairs):
             kernel, bias = adapter_values[2 * index], adapter_values[2 * index + 1]
             adapted.append(tf.einsum("bhwc,cd->bhwd", outputs[n], kernel) + bias)
-        return adapted, outputs[-1], statistics
+        return adapted, outputs, statistics
 
     def losses_at(self, theta, inputs, labels, source_maps, weights):
-        """Cross-entropy and L_wfm (eq. 2, summed over pairs) at the given target weights.
+        """Cross-entropy and L_wfm (eq. 2, summed over pairs; plus the baselines' terms) at the given target weights.
 
         Args:
             theta: target weights as tensors, in `self.theta` order.
@@ -257,11 +258,13 @@ class L2TModel(BilevelMetaStep, keras.Model):
             (cross-entropy, matching loss, logits, updated BatchNorm statistics).
 
         """
-        adapted, logits, statistics = self._forward(theta, inputs)
+        adapted, outputs, statistics = self._forward(theta, inputs)
+        logits = outputs[-1]
         cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
         matching_loss = tf.constant(0.0, logits.dtype)
         for (m, _), target_map, (what, where, which) in zip(self.pairs, adapted, weights, strict=True):
             matching_loss += matching.pair_loss(source_maps[m], target_map, what, where, which)
+        matching_loss += baselines.transfer_loss(self, theta, outputs, source_maps)  # AT, LwF; 0 for the others
         return cross_entropy, matching_loss, logits, statistics
 
     # ---------------------------------------------------------------------------------- fit / evaluate

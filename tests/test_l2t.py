@@ -5,16 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import backbones, matching, stats, strategies
+from keras_l2t import backbones, baselines, matching, stats, strategies
 from keras_l2t.callbacks import RunBackup
 from keras_l2t.l2t import META_METHODS, METHODS, L2TModel
 from keras_l2t.optim import TorchAdam, TorchSGD
 
 
-def tiny_source():
+def tiny_source(classes=None):  # with classes, ends in its own classifier (LwF's old task)
     inputs = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inputs)
     b = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="b")(a)
+    if classes:
+        b = keras.layers.Dense(classes, name="fc")(keras.layers.GlobalAveragePooling2D()(b))
     return keras.Model(inputs, b, name="tiny_source")
 
 
@@ -31,7 +33,12 @@ def tiny_target(classes=3):
 
 def tiny_model(method, **kwargs):
     model = L2TModel(
-        tiny_source(), tiny_target(), method=method, source_taps=["a", "b"], target_taps=["t1", "t2"], **kwargs
+        tiny_source(7 if method in baselines.OLD_TASK_METHODS else None),
+        tiny_target(),
+        method=method,
+        source_taps=["a", "b"],
+        target_taps=["t1", "t2"],
+        **kwargs,
     )
     return model
 
