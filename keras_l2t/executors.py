@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from keras_l2t.config import RunConfig
 from keras_l2t.experiment import run
@@ -51,12 +51,14 @@ def run_task(config: RunConfig) -> dict:
 
 @dataclasses.dataclass
 class LocalExecutor:
-    """Run the grid's runs one after another in this process."""
+    """Run the grid's runs one after another in this process (`task`: what a run is, `run_task` by default)."""
+
+    task: Callable[[RunConfig], dict] = run_task
 
     def runs(self, configs: Iterable[RunConfig]) -> Iterator[tuple[RunConfig, dict]]:
         """Yield (config, result) for each config, in order."""
         for config in configs:
-            yield config, run_task(config)
+            yield config, self.task(config)
 
 
 @dataclasses.dataclass
@@ -69,6 +71,7 @@ class RayExecutor:
         cpus_per_run: CPUs Ray reserves per run; TensorFlow in the worker uses as many threads.
         gpus_per_run: GPUs per run; fractions let several small runs share one GPU.
         max_retries: how many times a run lost with its worker is started again (from its backup).
+        task: what a run is (`run_task`; tuning gives its trial, `tuning.run_trial`): a module-level function.
 
     """
 
@@ -76,6 +79,7 @@ class RayExecutor:
     cpus_per_run: float = 1
     gpus_per_run: float = 0
     max_retries: int = 3
+    task: Callable[[RunConfig], dict] = run_task
 
     @property
     def parallel_runs(self) -> int:
@@ -98,7 +102,7 @@ class RayExecutor:
         threads = str(max(1, int(self.cpus_per_run)))
         environment = {name: os.environ[name] for name in _FORWARDED if name in os.environ}
         environment.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads, OMP_NUM_THREADS=threads)
-        return ray.remote(run_task).options(
+        return ray.remote(self.task).options(
             num_cpus=self.cpus_per_run,
             num_gpus=self.gpus_per_run,
             max_retries=self.max_retries,

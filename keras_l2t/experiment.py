@@ -154,8 +154,9 @@ def _number(text: str) -> float:
     return math.nan if text in ("NA", "") else float(text)
 
 
-def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, phase: str = "") -> dict:
+def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, phase: str = "", extra=()) -> dict:
     callbacks, early_stop, backup = _callbacks(config, model, splits, phase)
+    callbacks += list(extra)  # after the backup: an epoch that stops training is backed up first
     monitor = splits.validation is not None
     model.fit(
         splits.train.repeat(),  # one iterator for the whole run: no pipeline restart at each epoch
@@ -185,7 +186,7 @@ def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, 
     }
 
 
-def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool = False) -> dict:
+def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool = False, callbacks=()) -> dict:
     """Train and evaluate one run.
 
     Args:
@@ -193,6 +194,7 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
         splits: its data, if already loaded (otherwise `load_data(config)`).
         keep_backup: leave the backup for the caller to remove once the result is safely recorded (the grid
             does, after writing the row), so that no moment exists at which a kill loses a finished run.
+        callbacks: more Keras callbacks for `fit`, after the run's own (tuning's pruning: `keras_l2t.tuning`).
 
     Returns:
         A flat dict: the config's fields, `run`, `network`, `num_train`, `epochs_run`, `best_epoch` (the
@@ -207,7 +209,7 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
     keras.utils.set_random_seed(config.seed)  # before the pipelines: their augmentation ops take seeds from it
     splits = splits or load_data(config)
     with hardware.precision(config.mixed_precision), hardware.distribution(config.devices, config.batch_size).scope():
-        result, model = _train(config, splits)
+        result, model = _train(config, splits, callbacks)
     if config.keep_model:
         _keep(config, model, splits, result)
     result["wall_seconds"] = round(time.time() - started + result.pop("earlier_seconds"), 1)
@@ -223,14 +225,14 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
     }
 
 
-def _train(config: RunConfig, splits: data.Data) -> tuple[dict, keras.Model]:
+def _train(config: RunConfig, splits: data.Data, callbacks=()) -> tuple[dict, keras.Model]:
     """Build, fit (both phases) and test the run's model; under the run's precision and devices."""
     model = build_model(config, splits)
-    result = _fit(config, *_trained_part(config, model, splits), config.epochs)
+    result = _fit(config, *_trained_part(config, model, splits), config.epochs, extra=callbacks)
     if config.fine_tune_epochs:
         result["test_accuracy_before_fine_tune"] = _test_accuracy(model, splits)
         strategies.unfreeze(model, learning_rate=config.fine_tune_learning_rate)
-        fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase=FINE_TUNE)
+        fine_tuned = _fit(config, model, splits, config.fine_tune_epochs, phase=FINE_TUNE, extra=callbacks)
         fine_tuned["earlier_seconds"] += result["earlier_seconds"]
         diverged = fine_tuned.pop("diverged_epoch")
         result.update({key: value for key, value in fine_tuned.items() if key != "epochs_run"})

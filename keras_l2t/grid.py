@@ -48,7 +48,8 @@ def expand(strategy_names, samples_per_class=(None,), seeds=(0,), **fields) -> l
         **fields: `RunConfig` fields shared by every run. `family` is the loop `scratch` trains with (the only
             strategy in both families; the others keep their own), decided by `strategies.scratch_family`:
             without it, "matching" when the grid holds a matching method, else "classic". The thesis and quick
-            presets set "matching", so that their scratch runs alone are the same baseline.
+            presets set "matching", so that their scratch runs alone are the same baseline. `per_strategy`
+            (strategy name -> fields) overrides them for one strategy (tuned settings, `keras_l2t.tuning`).
 
     Raises:
         ValueError: `family` is not "classic" or "matching".
@@ -57,15 +58,17 @@ def expand(strategy_names, samples_per_class=(None,), seeds=(0,), **fields) -> l
     for name in strategy_names:
         strategies.spec(name)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    per_strategy = fields.pop("per_strategy", None) or {}
     scratch_family = strategies.scratch_family(strategy_names, fields.pop("family", None))
     scratch_family = scratch_family if scratch_family != strategies.spec("scratch").family else None  # same key
     configs = []
     for name in strategy_names:
         family = scratch_family if name == "scratch" else None
+        own = {**fields, **per_strategy.get(name, {})}
         for samples in samples_per_class:
             for seed in seeds:
                 configs.append(
-                    RunConfig(name, samples_per_class=parse_samples(samples), seed=seed, family=family, **fields)
+                    RunConfig(name, samples_per_class=parse_samples(samples), seed=seed, family=family, **own)
                 )
     return configs
 
