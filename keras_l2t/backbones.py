@@ -70,8 +70,11 @@ def _check_input_shape(backbone: BackboneSpec, input_shape) -> tuple:
     if input_shape is None:
         return backbone.default_input_shape
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"{backbone.name}: input_shape must be (height, width, 3) for RGB images, got {input_shape}.")
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
+        raise ValueError(
+            f"{backbone.name}: input_shape must be (height, width, 3) for RGB images or (height, width, 1) for "
+            f"grayscale ones, got {input_shape}."
+        )
     too_small = [size for size in input_shape[:2] if size is not None and size < backbone.min_size]
     if too_small:
         raise ValueError(

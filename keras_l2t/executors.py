@@ -31,7 +31,8 @@ __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make"]
 EXECUTORS = ("local", "ray")
 # Settings a worker needs from the driver's environment (weights mirror, image cache, oneDNN, logging).
 _FORWARDED = (
-    "KERAS_L2T_WEIGHTS_DIR", "KERAS_L2T_CACHE", "KERAS_L2T_CACHE_SIZE", "TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL"
+    "KERAS_L2T_WEIGHTS_DIR", "KERAS_L2T_CACHE", "KERAS_L2T_CACHE_SIZE", "TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL",
+    "KERAS_L2T_IMPORTS", "PYTHONPATH",  # user strategies (strategies.import_modules) and where they are
 )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from keras_l2t import backbones, data, features, hardware, inference, strategies
 from keras_l2t.backup import RunBackup
 from keras_l2t.callbacks import EarlyStopPoint, MetaWeightsLogger, PeriodicValidation
-from keras_l2t.config import ALL_SAMPLES, RunConfig, parse_samples, samples_label  # noqa: F401  (re-exported)
+from keras_l2t.config import RunConfig
 from keras_l2t.l2t import L2TModel
 from keras_l2t.meta_health import MetaHealth
 from keras_l2t.paths import FINE_TUNE
@@ -94,13 +94,18 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
         source=config.source,
         source_weights=config.source_weights,
         target=config.target,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        matching_weight=config.matching_weight,
+        dropout=config.dropout,
+        grayscale=config.grayscale,
+        equalize=config.equalize,
         **(_meta_options(config) if config.resolved.meta else {}),
     )
 
 
 def _meta_options(config: RunConfig) -> dict:
-    options = {"meta_every": config.meta_every, "meta_steps": config.meta_steps, "meta_warmup": config.meta_warmup}
-    return {**options, "meta_reach": config.meta_reach}
+    return {name: getattr(config, name) for name in ("meta_every", "meta_steps", "meta_warmup", "meta_reach")}
 
 
 def _callbacks(
@@ -125,7 +130,9 @@ def _callbacks(
     callbacks += [early_stop] if early_stop else []
     examples = examples_of_distinct_classes(validation, 8) if config.resolved.meta and validation is not None else None
     # with TerminateOnNaN (a diverged run stops) and, for L2T, the meta health check on the examples
-    callbacks += strategies.callbacks(model, config.epochs, probe=examples, log_dir=log_dir)
+    callbacks += strategies.callbacks(
+        model, config.epochs, probe=examples, log_dir=log_dir, warmup_epochs=config.warmup_epochs
+    )
     callbacks.append(WeightTrajectory(paths.trajectory(phase), append=bool(resumed)))
     if examples is not None:
         callbacks.append(MetaWeightsLogger(examples, log_dir))
@@ -206,6 +213,7 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
 
     """
     started = time.time()
+    strategies.import_modules()  # in a worker process: the user strategies the driver imported
     keras.utils.set_random_seed(config.seed)  # before the pipelines: their augmentation ops take seeds from it
     splits = splits or load_data(config)
     with hardware.precision(config.mixed_precision), hardware.distribution(config.devices, config.batch_size).scope():

@@ -105,6 +105,9 @@ def _foreign_modules(value) -> set[str]:
     return found
 
 
+OWN_LAYERS = {"keras_l2t.augment.Equalize"}  # keras_l2t's own layers a kept model may hold (plain config, no code)
+
+
 def load_keras(path: str):
     """Load a `.keras` file whose config names Keras objects only (not compiled, in Keras' safe mode).
 
@@ -124,12 +127,14 @@ def load_keras(path: str):
             config = json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a Keras model file (its config.json cannot be read: {error}).") from None
-    foreign = _foreign_modules(config)
+    foreign = _foreign_modules(config) - OWN_LAYERS
     if foreign:
         raise ValueError(
             f"{path} names {', '.join(sorted(foreign))} in its config, which is not a Keras object: refused, nothing "
             "was loaded or run. Use a model saved by keras_l2t."
         )
+    from keras_l2t import augment  # noqa: F401  (registers OWN_LAYERS' Equalize)
+
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # a damaged or foreign file: Keras' errors span many types

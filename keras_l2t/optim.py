@@ -169,3 +169,26 @@ def reference_cosine(epochs: int, base_learning_rate: float = 0.1):
         return 0.5 * base_learning_rate * (1.0 + math.cos(math.pi * (epoch + 1) / epochs))
 
     return schedule
+
+
+def linear_warmup(schedule, warmup_epochs: int):
+    """A schedule that ramps up linearly before `schedule`: epoch e < W runs at schedule(e) * (e + 1) / (W + 1).
+
+    Goyal et al. 2017 ("Accurate, large minibatch SGD", section 2.2, gradual warm-up); W = 0 is `schedule` itself.
+
+    Args:
+        schedule: a function epoch -> learning rate.
+        warmup_epochs: W.
+
+    Returns:
+        A function epoch -> learning rate, for `keras.callbacks.LearningRateScheduler`.
+
+    """
+    if not warmup_epochs:
+        return schedule
+
+    def warmed_up(epoch: int, current=None) -> float:
+        factor = (epoch + 1) / (warmup_epochs + 1) if epoch < warmup_epochs else 1.0
+        return schedule(epoch) * factor
+
+    return warmed_up

@@ -32,6 +32,22 @@ PRESETS = {
         "backbone": "squeezenet1_1",
         "augment": "crop,flip",  # CIFAR-10, where mirroring changes no class
     },
+    "traffic_signs": {  # the course's LeNet recipe for a 43-class traffic-sign benchmark, from its description
+        "strategies": ["scratch"],
+        "samples_per_class": [None],
+        "seeds": [0],
+        "family": "classic",
+        "backbone": "lenet5",
+        "weights": None,
+        "image_size": 32,
+        "grayscale": True,  # 32x32x1 input
+        "equalize": True,  # histogram equalisation
+        "augment": "rotation,blur",  # never a mirror: keep-left and keep-right signs
+        "dropout": 0.3,  # keep probability 0.7
+        "learning_rate": 1e-3,  # Adam
+        "batch_size": 128,
+        "epochs": 20,
+    },
     "thesis": {
         "strategies": ["scratch", "ufm", "l2t_ww", "l2t_www"],
         "samples_per_class": [10, 30, 50, 100, 150],

@@ -16,24 +16,31 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import os
+from collections.abc import Callable, Mapping
 
 import keras
 
-from keras_l2t import backbones
+from keras_l2t import builders
 from keras_l2t.freezing import trainable_layers, unfreeze
 from keras_l2t.l2t import META_METHODS, L2TModel
 from keras_l2t.meta_health import MetaHealth
 from keras_l2t.meta_schedule import MetaRate
-from keras_l2t.optim import TorchSGD, reference_cosine
-from keras_l2t.regularizers import Penalties, RegularizedClassifier
+from keras_l2t.optim import linear_warmup, reference_cosine
+from keras_l2t.regularizers import Penalties
+from keras_l2t.settings import SETTINGS
 
 __all__ = [
     "FAMILIES",
+    "IMPORTS_VARIABLE",
     "MATCHING_LEARNING_RATE",
     "Strategy",
     "build",
     "callbacks",
+    "import_modules",
     "names",
+    "register",
     "resolve",
     "scratch_family",
     "spec",
@@ -61,6 +68,12 @@ class Strategy:
             (`keras_l2t.features`), where an epoch costs milliseconds: 100 epochs let the head converge.
         penalties: for classic strategies, the regularised fine-tuning penalties added to the cross-entropy
             (`keras_l2t.regularizers`: L2-SP, DELTA, BSS); None for plain cross-entropy.
+        options: the strategy's own defaults of run settings (`settings.SETTINGS` with `per_strategy`), e.g.
+            `{"fine_tune_epochs": 10}`; they reach `RunConfig`, the app's flags and the key through the settings.
+        families: the loops it can train with; `scratch` trains with both (with "matching" it is the matching
+            methods' fair baseline: their loop, optimizer and schedule).
+        search_space: the parameters tuning searches (`keras_l2t.tuning.Parameter`); () for its family's.
+        builder: builds and compiles its model from `(strategy, num_classes, options)`; None for its family's.
 
     """
 
@@ -72,6 +85,23 @@ class Strategy:
     pretrained: bool = True
     epochs: int = 15
     penalties: Penalties | None = None
+    options: Mapping = dataclasses.field(default_factory=dict, hash=False)
+    families: tuple[str, ...] = ()
+    search_space: tuple = dataclasses.field(default=(), hash=False)
+    builder: Callable | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"Unknown family {self.family!r} of {self.name!r}; choose {' or '.join(FAMILIES)}.")
+        unknown = [name for name in self.options if name not in SETTINGS or not SETTINGS[name].per_strategy]
+        if unknown:
+            settable = [name for name, setting in SETTINGS.items() if setting.per_strategy]
+            raise ValueError(
+                f"{self.name}: {', '.join(unknown)} cannot be a strategy's option; choose from "
+                f"{', '.join(settable)} (or declare a new setting in keras_l2t.settings)."
+            )
+        if not self.families:
+            object.__setattr__(self, "families", (self.family,))
 
     @property
     def meta(self) -> bool:
@@ -83,7 +113,10 @@ _CLASSIC = (
     Strategy("feature_extraction", "classic", "pretrained backbone frozen, new head trained", 1e-3, "none", epochs=100),
     Strategy("fine_tune_last", "classic", "last N blocks and the head trained, the rest frozen", 3e-4, "last"),
     Strategy("full_fine_tune", "classic", "every layer trained from the pretrained weights", 1e-4, "all"),
-    Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False),
+    Strategy("scratch", "classic", "the same network trained from random initialisation", 1e-3, "all", False,
+             families=FAMILIES),
+    Strategy("lp_ft", "classic", "LP-FT (Kumar et al. 2022): the frozen backbone's head first, then every layer",
+             1e-3, "none", epochs=100, options={"fine_tune_epochs": 10, "fine_tune_learning_rate": 1e-5}),
     # the regularised fine-tuning baselines (Transfer-Learning-Library's tllib.regularization): full fine-tuning's
     # rate and layers, plus a penalty; strengths are starting points for tuning, not the papers' tuned values
     Strategy("l2_sp", "classic", "full fine-tuning pulled towards the pretrained weights, L2-SP (Li et al. 2018)",
@@ -100,9 +133,62 @@ _MATCHING = tuple(
         ("fm_uniform", "all-pairs feature matching with uniform weights"),
         ("l2t_ww", "L2T-ww: meta-learned what and where (Jang et al. 2019)"),
         ("l2t_www", "L2T-www: L2T-ww plus a which-pixels meta-network"),
+        ("fm_single", "FitNets: one hint pair, middle source stage to middle target tap (Romero et al. 2015)"),
+        ("at", "attention transfer between equal-resolution pairs (Zagoruyko & Komodakis 2017)"),
+        ("lwf", "Learning without Forgetting: a second head keeps the source's 200 classes (Li & Hoiem 2017)"),
+        ("lwf_at", "LwF plus attention transfer"),
     )
 )
 _REGISTRY = {strategy.name: strategy for strategy in _CLASSIC + _MATCHING}
+
+
+def register(strategy: Strategy, *, replace: bool = False) -> Strategy:
+    """Add a strategy to the registry (from a notebook too), so that `build`, grids and the app know it.
+
+    Ray workers import the registry afresh: define the strategy in an importable module and name it with the
+    app's `--import` (each worker imports it before its run), as the README shows.
+
+    Args:
+        strategy: its declaration.
+        replace: allow replacing a registered strategy of the same name.
+
+    Returns:
+        The strategy.
+
+    Raises:
+        ValueError: the name is taken (and not `replace`).
+
+    """
+    if strategy.name in _REGISTRY and not replace and _REGISTRY[strategy.name] != strategy:
+        raise ValueError(f"A strategy {strategy.name!r} is registered already; pass replace=True to replace it.")
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+IMPORTS_VARIABLE = "KERAS_L2T_IMPORTS"  # modules of user strategies, for worker processes (Ray) to import too
+
+
+def import_modules(modules: list[str] | None = None) -> None:
+    """Import the modules that register user strategies, here and (through the environment) in every worker.
+
+    Args:
+        modules: module names to import and add to `$KERAS_L2T_IMPORTS`; None imports those already listed there
+            (what a worker does before its run).
+
+    Raises:
+        ImportError: a module cannot be imported, with how to make it importable.
+
+    """
+    listed = [name for name in os.environ.get(IMPORTS_VARIABLE, "").split(",") if name]
+    for module in modules or listed:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ImportError(
+                f"Cannot import {module!r} ({error}); put it in the working directory or on PYTHONPATH."
+            ) from error
+    if modules:
+        os.environ[IMPORTS_VARIABLE] = ",".join(dict.fromkeys(listed + list(modules)))
 
 
 def names(family: str | None = None) -> list[str]:
@@ -148,7 +234,7 @@ def resolve(name: str, family: str | None = None) -> Strategy:
         raise ValueError(f"Unknown family {family!r}; choose {' or '.join(map(repr, FAMILIES))}.")
     if family in (None, strategy.family):
         return strategy
-    if name != "scratch":
+    if family not in strategy.families:
         raise ValueError(f"{name} trains only with the {strategy.family} loop, not with {family!r}.")
     return dataclasses.replace(strategy, family=family, learning_rate=MATCHING_LEARNING_RATE)
 
@@ -165,46 +251,6 @@ def scratch_family(strategy_names, family: str | None = None) -> str:
     if family is not None:
         return resolve("scratch", family).family
     return "matching" if any(spec(name).family == "matching" for name in strategy_names) else "classic"
-
-
-def _optimizer(learning_rate: float, epochs: int | None, steps_per_epoch: int | None):
-    if epochs and steps_per_epoch:
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
-    return keras.optimizers.Adam(learning_rate)
-
-
-def _classic(strategy: Strategy, backbone: str, num_classes: int, options: dict) -> keras.Model:
-    weights = options["weights"] if strategy.pretrained else None
-    base = backbones.build(backbone, weights=weights, input_shape=options["input_shape"])
-    inference_batch_norm = strategy.pretrained and not options["train_batch_norm"]
-    trainable_layers(base, strategy.trainable, options["last_blocks"], freeze_batch_norm=inference_batch_norm)
-    inputs = keras.Input(base.input_shape[1:], name="images")
-    features = base(inputs)
-    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features) if len(features.shape) == 4 else features
-    dropped = keras.layers.Dropout(options["dropout"], name="head_dropout")(pooled)
-    outputs = keras.layers.Dense(num_classes, name="head_classifier")(dropped)
-    model = keras.Model(inputs, outputs, name=f"{strategy.name}_{backbone}")
-    if strategy.penalties is not None:  # trains through its own train_step; `model.network` is what is kept
-        model = RegularizedClassifier(model, base, strategy.penalties, ["head_classifier"], "head_dropout", "head_pool")
-    model.compile(
-        optimizer=options["optimizer"]
-        or _optimizer(
-            options["learning_rate"] or strategy.learning_rate, options["epochs"], options["steps_per_epoch"]
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return model
-
-
-def _matching(strategy: Strategy, num_classes: int, options: dict) -> keras.Model:
-    source = backbones.build(options["source"], weights=options["source_weights"], input_shape=options["input_shape"])
-    target = backbones.build(
-        options["target"], weights=None, input_shape=options["input_shape"], num_classes=num_classes
-    )
-    model = L2TModel(source, target, method=strategy.name, **options["matching"])
-    model.compile(optimizer=options["optimizer"] or TorchSGD(options["learning_rate"] or strategy.learning_rate))
-    return model
 
 
 def build(
@@ -225,6 +271,11 @@ def build(
     source: str = "resnet32",
     source_weights="tinyimagenet",
     target: str | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: int = 0,
+    matching_weight: float | None = None,
+    grayscale: bool = False,
+    equalize: bool = False,
     **matching_options,
 ) -> keras.Model:
     """Build a strategy's model, compiled with its default optimizer, loss and accuracy metric.
@@ -247,6 +298,12 @@ def build(
         source: for matching methods, the pretrained source backbone.
         source_weights: its weights (named or a file).
         target: for matching methods, the target backbone with its own head (default `backbone`).
+        weight_decay: classic: AdamW's decoupled decay (None: Adam, none); matching: SGD's L2 term (None: 1e-4).
+        warmup_epochs: classic: the rate rises linearly from 0 over this many epochs before its cosine decay (the
+            matching methods' warm-up lives in their schedule, see `callbacks`).
+        matching_weight: matching methods: beta, the weight of the matching loss (None: `L2TModel`'s 0.5).
+        grayscale: classic: the network sees one luminance channel (`augment.input_filters`).
+        equalize: classic: histogram-equalise each image at the model's input.
         **matching_options: passed to `L2TModel` (pairs, beta, inner_steps, ...).
 
     Returns:
@@ -258,6 +315,7 @@ def build(
     """
     strategy = resolve(name, family)
     options = {
+        "backbone": backbone,
         "weights": weights,
         "input_shape": input_shape,
         "learning_rate": learning_rate,
@@ -270,18 +328,18 @@ def build(
         "source": source,
         "source_weights": source_weights,
         "target": target or backbone,
+        "weight_decay": weight_decay,
+        "warmup_epochs": warmup_epochs,
+        "matching_weight": matching_weight,
+        "grayscale": grayscale,
+        "equalize": equalize,
         "matching": matching_options,
     }
-    if strategy.family == "matching":
-        if options["target"] is None:
-            raise ValueError(f"{name} needs a target backbone (target='vgg9', for instance).")
-        return _matching(strategy, num_classes, options)
-    if backbone is None:
-        raise ValueError(f"{name} needs a backbone; registered backbones: {', '.join(backbones.names())}.")
-    return _classic(strategy, backbone, num_classes, options)
+    builder = strategy.builder or {"classic": builders.classic, "matching": builders.matching}[strategy.family]
+    return builder(strategy, num_classes, options)
 
 
-def callbacks(model: keras.Model, epochs: int, probe=None, log_dir: str | None = None) -> list:
+def callbacks(model: keras.Model, epochs: int, probe=None, log_dir: str | None = None, warmup_epochs: int = 0) -> list:
     """Callbacks a strategy's model needs during `fit`.
 
     Keras' `TerminateOnNaN` (a diverged run stops instead of training on NaN), and for L2TModel the reference
@@ -295,11 +353,13 @@ def callbacks(model: keras.Model, epochs: int, probe=None, log_dir: str | None =
         probe: for L2T, a fixed preprocessed batch (a few validation images) to measure the meta-networks on;
             None measures their weights only.
         log_dir: for L2T, the TensorBoard run folder of the health figures (`<log_dir>/meta`); None: none.
+        warmup_epochs: for L2TModel, the rate rises linearly over this many epochs before the cosine schedule.
 
     """
     stop = [keras.callbacks.TerminateOnNaN()]
     if isinstance(model, L2TModel):
         rate = float(model.optimizer.learning_rate.numpy())  # (float() fails on a MirroredVariable)
         meta = [MetaRate(), MetaHealth(probe, log_dir)] if model.phi else []
-        return stop + [keras.callbacks.LearningRateScheduler(reference_cosine(epochs, rate)), *meta]
+        schedule = linear_warmup(reference_cosine(epochs, rate), warmup_epochs)
+        return stop + [keras.callbacks.LearningRateScheduler(schedule), *meta]
     return stop
