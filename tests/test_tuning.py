@@ -11,7 +11,7 @@ from conftest import tiny_image_folder
 
 optuna = pytest.importorskip("optuna")
 
-from keras_l2t import data, grid, tuning, tuning_space  # noqa: E402
+from keras_l2t import data, executors, grid, tuning, tuning_space  # noqa: E402
 from keras_l2t.tuning_space import Parameter  # noqa: E402
 
 SETTINGS = {"epochs": 2, "batch_size": 8, "validation": 3, "source_weights": None, "family": "matching"}
@@ -106,6 +106,22 @@ def test_tuning_never_reads_the_test_split(unreadable_test_folder, tmp_path, mon
     assert trial.state.name == "COMPLETE" and 0 <= trial.value <= 1 and set(trial.intermediate_values) == {1, 2}
     assert os.path.exists(tmp_path / "out" / "tuning.db")
     assert not (tmp_path / "out" / "trials" / "scratch" / "confusion").exists()  # no test split, not even one carved
+
+
+class InProcessRay(executors.RayExecutor):
+    """The Ray executor's path through tuning (batches of whole trials, reported afterwards), without Ray."""
+
+    parallel_runs = 2
+
+    def runs(self, configs):
+        for config in configs:
+            yield config, self.task(config)
+
+
+def test_ray_trials_run_whole_in_batches_and_report_from_their_history(unreadable_test_folder, tmp_path):
+    study = tuning.tune({**SETTINGS, "dataset": unreadable_test_folder}, "scratch", 2, str(tmp_path), InProcessRay())
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(set(trial.intermediate_values) == {1, 2} for trial in study.trials)
 
 
 def test_a_dataset_without_its_own_test_split_is_refused(tmp_path):
