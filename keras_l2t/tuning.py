@@ -27,7 +27,7 @@ from keras_l2t import executors, experiment
 from keras_l2t.config import RunConfig, parse_samples
 from keras_l2t.results import lock
 from keras_l2t.tuning_data import load_tuning_data, training_source  # noqa: F401  (re-exported)
-from keras_l2t.tuning_space import Parameter, parse_space, resolve_space, search_space  # noqa: F401
+from keras_l2t.tuning_space import Parameter, import_optuna, parse_space, resolve_space, search_space  # noqa: F401
 
 __all__ = ["Parameter", "best_settings", "parse_space", "run_trial", "search_space", "training_source", "tune"]
 
@@ -113,8 +113,7 @@ def _study(out: str, strategy: str, seed: int, warmup_steps: int, trials: int):
     accuracy is below the median of earlier trials at the same epoch, from half its epochs on (warm-up and early
     instability are not judged) and after 3 complete trials.
     """
-    import optuna
-
+    optuna = import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         storage=f"sqlite:///{os.path.abspath(os.path.join(out, 'tuning.db'))}",

@@ -48,7 +48,7 @@ class Parameter:
 
     def distribution(self):
         """Its Optuna distribution."""
-        import optuna
+        optuna = import_optuna()
 
         if self.kind == "int":
             return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
@@ -157,3 +157,12 @@ def resolve_space(config: RunConfig, space=None, echo=print) -> tuple[Parameter,
         warmup = merged["warmup_epochs"]
         merged["warmup_epochs"] = dataclasses.replace(warmup, high=max(config.epochs // 2, warmup.low + 1))
     return tuple(parameter for name, parameter in merged.items() if name in fields)
+
+
+def import_optuna():
+    """Optuna, or an ImportError that says how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError('Tuning needs Optuna: pip install "keras_l2t[tune]" (or pip install optuna).') from None
+    return optuna

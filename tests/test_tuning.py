@@ -118,6 +118,7 @@ class InProcessRay(executors.RayExecutor):
             yield config, self.task(config)
 
 
+@pytest.mark.slow  # 15 to 25 s: keeps the default file under a minute
 def test_ray_trials_run_whole_in_batches_and_report_from_their_history(unreadable_test_folder, tmp_path):
     study = tuning.tune({**SETTINGS, "dataset": unreadable_test_folder}, "scratch", 2, str(tmp_path), InProcessRay())
     assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
