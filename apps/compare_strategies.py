@@ -108,7 +108,7 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
         "--gpus-per-run", type=rate, help="with --executor ray: GPUs per run; a fraction shares a GPU (default 0)"
     )
     args = parser.parse_args(argv)
-    if args.dataset is None:
+    if "dataset" not in args:
         parser.error("the following arguments are required: --dataset")
     return args
 
@@ -123,7 +123,8 @@ def chosen_preset(args: argparse.Namespace) -> str:
     """The preset to run: the one asked for; else none when the user names their own run, else quick (the demo)."""
     if args.preset is not None:
         return args.preset
-    own = {"--strategies": args.strategies, "--backbone": args.backbone, "--samples-per-class": args.samples_per_class}
+    own = {"--strategies": args.strategies, "--backbone": vars(args).get("backbone")}
+    own["--samples-per-class"] = args.samples_per_class
     named = [flag for flag, value in own.items() if value is not None]
     if not named:
         return "quick"
@@ -158,8 +159,8 @@ def main(argv=None) -> int:
     if args.no_cache:
         os.environ["KERAS_L2T_CACHE"] = "off"  # keras_l2t.folder_cache
     # the run settings given on the command line (keras_l2t.settings declares them, flags and all)
-    fields = {name: getattr(args, name) for name, setting in settings.SETTINGS.items() if setting.flag}
-    fields = {name: value for name, value in fields.items() if value is not None}
+    fields = {name: value for name, value in vars(args).items() if name in settings.SETTINGS}
+    fields = {name: value for name, value in fields.items() if settings.SETTINGS[name].flag}
     preset = chosen_preset(args)
     try:
         if args.imports:

@@ -19,7 +19,8 @@ import argparse
 import json
 import os
 
-from keras_l2t.experiment import RunConfig, run
+from keras_l2t.config import RunConfig
+from keras_l2t.experiment import run
 
 EXPERIMENTS = {
     "squeezenet_cifar10": {

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_l2t import backbones, data
+from keras_l2t import backbones, sources
 from keras_l2t.l2t import L2TModel
 from keras_l2t.optim import reference_cosine
 
@@ -45,12 +45,12 @@ def main():
     parser.add_argument("--methods", default="scratch,ufm,fm_uniform,l2t_ww,l2t_www")
     args = parser.parse_args()
     preprocess = backbones.spec("resnet32").preprocess
-    paths, labels, _ = data.list_image_folder(f"{args.shared}/data/cifar10/train")
+    paths, labels, _ = sources.list_image_folder(f"{args.shared}/data/cifar10/train")
     chosen = sample_per_class(labels, args.per_class, args.seed)
-    train_x = np.asarray(preprocess(data.read_images([paths[i] for i in chosen])))
+    train_x = np.asarray(preprocess(sources.read_images([paths[i] for i in chosen])))
     train_y = labels[chosen]
-    test_paths, test_y, _ = data.list_image_folder(f"{args.shared}/data/cifar10/test")
-    test_x = np.asarray(preprocess(data.read_images(test_paths)))
+    test_paths, test_y, _ = sources.list_image_folder(f"{args.shared}/data/cifar10/test")
+    test_x = np.asarray(preprocess(sources.read_images(test_paths)))
     source = backbones.build("resnet32", weights=f"{args.shared}/weights/resnet32_tinyimagenet_l2tww_state_dict.npz")
     for method in args.methods.split(","):
         keras.utils.set_random_seed(args.seed)

@@ -67,7 +67,7 @@ def main() -> None:
         truth = np.concatenate([y.numpy() for _, y in splits.test])
         mirror = np.array([1, 0, 3, 2])[truth]  # the label of each image's mirror letter
         print(json.dumps({
-            "augment": augment, "transforms": data.augment_transforms(augment, 32), "epochs": args.epochs,
+            "augment": augment, "transforms": augment.augment_transforms(augment, 32), "epochs": args.epochs,
             "test_accuracy": round(float(np.mean(predicted == truth)), 4),
             "taken_for_its_mirror": round(float(np.mean(predicted == mirror)), 4),
             "seconds": round(time.time() - started, 1),

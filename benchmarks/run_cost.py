@@ -21,6 +21,7 @@ import time
 import keras
 
 from keras_l2t import callbacks, experiment, presets
+from keras_l2t.config import RunConfig
 
 PHASES = {"load_data": "data", "build_model": "build", "_test_results": "test", "_keep": "save_model"}
 
@@ -79,7 +80,7 @@ def main():
         if getattr(args, field) is not None:
             settings[field] = getattr(args, field)
     with tempfile.TemporaryDirectory() as out:
-        config = experiment.RunConfig(
+        config = RunConfig(
             args.strategy, dataset=args.dataset, samples_per_class=args.samples_per_class, epochs=args.epochs,
             seed=args.seed, out=out, **settings,
         )  # fmt: skip

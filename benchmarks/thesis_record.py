@@ -23,8 +23,9 @@ import os
 
 import pandas as pd
 
-from keras_l2t import grid, report, stats
+from keras_l2t import report, stats
 from keras_l2t.l2t import META_METHODS
+from keras_l2t.results import read_results
 
 COLUMNS = [
     "strategy", "samples_per_class", "seed", "epochs_run", "best_epoch", "test_accuracy", "wall_seconds",
@@ -39,7 +40,7 @@ def _keys(table: pd.DataFrame) -> list[tuple]:
 
 def new_rows(out: str, record: pd.DataFrame, columns: list[str] = COLUMNS) -> pd.DataFrame:
     """The runs of the grid folder `out` (its results.csv) that the record does not hold yet, in `columns`."""
-    results = grid.read_results(out)
+    results = read_results(out)
     known = set(_keys(record))
     fresh = results.loc[[key not in known for key in _keys(results)]].copy()
     fresh["test_accuracy"] = fresh["test_accuracy"].round(4)  # a count out of 10,000 test images

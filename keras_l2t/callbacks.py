@@ -8,8 +8,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_l2t.backup import RunBackup  # noqa: F401  (re-exported: tests import it from here)
-
 
 def entropy(weights) -> tf.Tensor:
     """Mean Shannon entropy (nats) of rows of channel weights that sum to 1.

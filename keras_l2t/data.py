@@ -20,22 +20,17 @@ import numpy as np
 import tensorflow as tf
 
 from keras_l2t import backbones
-from keras_l2t.augment import TRANSFORMS, augment_transforms, augmenter  # noqa: F401  (re-exported)
+from keras_l2t.augment import augmenter
 from keras_l2t.image_files import check_memory, check_pixels
-from keras_l2t.sources import (  # noqa: F401  (re-exported readers)
+from keras_l2t.sources import (
     Source,
     from_arrays,
-    list_image_folder,
-    load_image_folder,
     read_folder,
-    read_image,
-    read_images,
     read_tfds,
 )
-from keras_l2t.splits import (  # noqa: F401  (re-exported)
+from keras_l2t.splits import (
     carve_held_out,
     imbalanced_counts,
-    split_by_groups,
     split_per_class,
 )
 

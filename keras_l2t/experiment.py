@@ -1,6 +1,7 @@
 """One training run from a config: load data, build a strategy, fit with logs, evaluate, return the results.
 
->>> from keras_l2t.experiment import RunConfig, run
+>>> from keras_l2t.config import RunConfig
+>>> from keras_l2t.experiment import run
 >>> result = run(RunConfig("feature_extraction", dataset="../shared/data/cats_vs_dogs",
 ...                        backbone="mobilenet_v2", weights="path/to/weights.h5", image_size=160, epochs=5))
 >>> result["test_accuracy"], result["best_epoch"]

@@ -20,14 +20,12 @@ import time
 
 import pandas as pd
 
-from keras_l2t import executors, presets, sequential, stats, strategies  # noqa: F401  (stats: for notebooks)
+from keras_l2t import executors, presets, sequential, strategies
 from keras_l2t.callbacks import write_hparams
 from keras_l2t.config import RunConfig, parse_samples, samples_label
 from keras_l2t.paths import GridPaths
 from keras_l2t.report import picked_runs, report
-from keras_l2t.results import (  # noqa: F401
-    RESULT_COLUMNS,
-    OutputInUse,
+from keras_l2t.results import (
     append_result,
     lock,
     read_results,

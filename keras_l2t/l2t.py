@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from keras_l2t import backbones, baselines, hardware, matching, meta_schedule
-from keras_l2t.meta_step import BilevelMetaStep, replicas, sum_over_replicas  # noqa: F401  (re-exported)
+from keras_l2t.meta_step import BilevelMetaStep, replicas
 from keras_l2t.optim import TorchAdam, TorchSGD
 
 METHODS = ("scratch", "ufm", "fm_uniform", "l2t_ww", "l2t_www", *baselines.METHODS)

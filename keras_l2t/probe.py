@@ -6,7 +6,7 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
-from keras_l2t import backbones, data
+from keras_l2t import backbones, sources
 
 
 def pooled_features(model, images: np.ndarray, preprocess, batch_size: int = 64) -> np.ndarray:
@@ -98,8 +98,8 @@ def linear_probe(backbone: str, weights, train_root: str, test_root: str, image_
     """
     spec = backbones.spec(backbone)
     model = backbones.build(backbone, weights=weights, input_shape=(image_size, image_size, 3))
-    train_images, train_labels, train_classes = data.load_image_folder(train_root, image_size)
-    test_images, test_labels, test_classes = data.load_image_folder(test_root, image_size)
+    train_images, train_labels, train_classes = sources.load_image_folder(train_root, image_size)
+    test_images, test_labels, test_classes = sources.load_image_folder(test_root, image_size)
     if train_classes != test_classes:
         raise ValueError(f"train classes {train_classes} differ from test classes {test_classes}")
     train_features = pooled_features(model, train_images, spec.preprocess)

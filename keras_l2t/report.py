@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 
-from keras_l2t import intervals, meta_health, stats, strategies
+from keras_l2t import accuracy_plots, intervals, meta_health, stats, strategies
 from keras_l2t.paths import GridPaths
 
 __all__ = [
@@ -67,8 +67,8 @@ def report(
     with open(paths.summary, "w") as file:
         file.write(text)
     if len(results):
-        stats.plot_accuracy_vs_samples(results, paths.accuracy_plot, order)
-        stats.plot_learning_curves(results, paths.history, paths.learning_curves_plot, order)
+        accuracy_plots.plot_accuracy_vs_samples(results, paths.accuracy_plot, order)
+        accuracy_plots.plot_learning_curves(results, paths.history, paths.learning_curves_plot, order)
     return text
 
 

@@ -174,7 +174,7 @@ def _read_rows(path: str) -> tuple[list[dict], list[tuple[int, str, str]]]:
 def read_results(out: str) -> pd.DataFrame:
     """The finished runs recorded in `<out>/results.csv`, every row verified (an empty frame if none).
 
-    `samples_per_class` holds numbers, and "all" for the whole training set (`experiment.samples_label`).
+    `samples_per_class` holds numbers, and "all" for the whole training set (`config.samples_label`).
     A broken row is reported (a warning naming the file and line) and left out, so its run is redone.
     """
     path = GridPaths(out).results

@@ -303,7 +303,7 @@ def key_fields(values: dict, strategy, settings: dict[str, Setting] | None = Non
 
 
 def add_flags(parser: argparse.ArgumentParser, settings: dict[str, Setting] | None = None) -> None:
-    """Declare every setting with `flag=True` as a flag of `parser` (default None: "not given").
+    """Declare every setting with `flag=True` as a flag of `parser`; a flag not given is absent from the namespace.
 
     Args:
         parser: the app's parser.
@@ -315,9 +315,11 @@ def add_flags(parser: argparse.ArgumentParser, settings: dict[str, Setting] | No
             continue
         default = "" if setting.default is None else f" (default {setting.default})"
         if setting.kind.annotation == "bool":
-            parser.add_argument(setting.option, action="store_true", default=None, help=setting.help)
+            parser.add_argument(setting.option, action="store_true", default=argparse.SUPPRESS, help=setting.help)
             continue
-        parser.add_argument(setting.option, type=_parser(setting), help=setting.help + default, dest=setting.name)
+        parser.add_argument(
+            setting.option, type=_parser(setting), help=setting.help + default, default=argparse.SUPPRESS
+        )
 
 
 def _parser(setting: Setting) -> Callable[[str], Any]:

@@ -16,9 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from keras_l2t.accuracy_plots import plot_accuracy_vs_samples, plot_learning_curves  # noqa: F401  (moved there)
 from keras_l2t.callbacks import read_scalars
-from keras_l2t.intervals import difference_interval, hodges_lehmann, probability_of_improvement  # noqa: F401
 
 SIGNIFICANCE = 0.05
 

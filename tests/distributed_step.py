@@ -31,6 +31,7 @@ keras.config.set_dtype_policy("float64")
 from PIL import Image  # noqa: E402
 
 from keras_l2t import backbones, data, experiment, hardware, strategies  # noqa: E402
+from keras_l2t.config import RunConfig  # noqa: E402
 from keras_l2t.l2t import L2TModel  # noqa: E402
 
 BATCH = 16
@@ -113,7 +114,7 @@ def run_losses(name: str, devices: int, out: str) -> tuple[list[float], int]:
     splits = data.load((images, labels), backbone=backbone, validation=8, test_fraction=0.2, batch_size=40,
                        augment="none")  # fmt: skip
     options = {"source_weights": None} if backbone == "vgg9" else {"backbone": "lenet5", "weights": None}
-    config = experiment.RunConfig(name, dataset="tiny", epochs=3, devices=devices, out=out, verbose=0, batch_size=40,
+    config = RunConfig(name, dataset="tiny", epochs=3, devices=devices, out=out, verbose=0, batch_size=40,
                                   augment="none", keep_model=False, **options)  # fmt: skip
     experiment.run(config, splits)
     experiment.build_model = build

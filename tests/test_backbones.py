@@ -174,13 +174,13 @@ RESNET32_REFERENCE = {
 
 
 def test_resnet32_reproduces_the_published_network(shared):
-    from keras_l2t import data
+    from keras_l2t import sources
 
     model = backbones.build(
         "resnet32", weights=str(shared / "weights/resnet32_tinyimagenet_l2tww_state_dict.npz"), num_classes=200
     )
     classes = list(RESNET32_REFERENCE)
-    images = data.read_images([str(shared / f"data/cifar10/test/{name}/0000.jpg") for name in classes])
+    images = sources.read_images([str(shared / f"data/cifar10/test/{name}/0000.jpg") for name in classes])
     logits = np.asarray(model(backbones.spec("resnet32").preprocess(images), training=False))
     for name, row in zip(classes, logits, strict=True):
         label, maximum = RESNET32_REFERENCE[name]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_l2t import backbones, data, sources
+from keras_l2t import augment, backbones, data, sources, splits
 
 
 def make_arrays(per_class=(30, 30, 30), size=8, seed=0):
@@ -50,9 +50,9 @@ def test_validation_and_test_are_disjoint_from_the_training_subset():
 
 def test_imbalanced_protocol_keeps_a_tenth_of_the_last_class():
     arrays = make_arrays((120, 120, 120))
-    splits = data.load(arrays, samples_per_class=100, imbalanced=True, validation=0, test_fraction=0)
-    assert splits.counts["train_per_class"] == [100, 100, 10]
-    assert data.imbalanced_counts(100, 10) == [100] * 9 + [10]
+    loaded = data.load(arrays, samples_per_class=100, imbalanced=True, validation=0, test_fraction=0)
+    assert loaded.counts["train_per_class"] == [100, 100, 10]
+    assert splits.imbalanced_counts(100, 10) == [100] * 9 + [10]
 
 
 def test_asking_for_more_images_than_a_class_holds_names_the_class():
@@ -98,8 +98,10 @@ def test_unknown_augmentation_lists_the_choices():
 
 
 def test_the_default_augmentation_never_mirrors():
-    assert data.augment_transforms("auto", 32) == ("crop",) and data.augment_transforms("auto", 160) == ("rotation",)
-    assert data.augment_transforms("flip,crop", 32) == ("crop", "flip")  # applied in a fixed order
+    assert augment.augment_transforms("auto", 32) == ("crop",) and augment.augment_transforms("auto", 160) == (
+        "rotation",
+    )
+    assert augment.augment_transforms("flip,crop", 32) == ("crop", "flip")  # applied in a fixed order
     # a left-right gradient: a mirrored image would run right to left, whatever the seed
     images = np.tile(np.arange(32, dtype="uint8")[None, None, :, None] * 8, (64, 32, 1, 3))
     splits = data.load((images, np.arange(64) % 2), preprocess=lambda x: x, validation=0, test_fraction=0,

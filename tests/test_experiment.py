@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from keras_l2t import data, experiment
-from keras_l2t.callbacks import EarlyStopPoint, RunBackup, read_scalars
-from keras_l2t.experiment import RunConfig, run
+from keras_l2t.backup import RunBackup
+from keras_l2t.callbacks import EarlyStopPoint, read_scalars
+from keras_l2t.config import RunConfig
+from keras_l2t.experiment import run
 
 
 def tiny_model():

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import executors, experiment, grid, presets, report
+from keras_l2t import accuracy_plots, executors, experiment, grid, presets, report, stats
 from keras_l2t.callbacks import read_scalars
+from keras_l2t.results import read_results
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_a_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "run", interrupted_run)
     with pytest.raises(KeyboardInterrupt):
         grid.compare("thesis", out=out, dataset=folder, **options, **SETTINGS, backup_every=1, backup_seconds=0)
-    assert len(grid.read_results(out)) == 2  # the finished runs survive Ctrl-C
+    assert len(read_results(out)) == 2  # the finished runs survive Ctrl-C
     assert (Path(out) / "backup" / calls[2] / "train" / "state.json").exists()  # and the interrupted one resumes
     monkeypatch.setattr(executors, "run", real_run)
     lines = []
@@ -102,7 +103,7 @@ def test_a_grid_is_resumable_and_reports(folder, tmp_path, monkeypatch):
     assert "hparams/test_accuracy" in read_scalars(str(run_dir)) and (run_dir / "train").is_dir()
     again = []
     grid.compare("thesis", out=out, dataset=folder, echo=again.append, **options, **SETTINGS)
-    assert again[0].startswith("4 runs: 4 already finished, 0 to go") and len(grid.read_results(out)) == 4
+    assert again[0].startswith("4 runs: 4 already finished, 0 to go") and len(read_results(out)) == 4
 
 
 @pytest.mark.slow  # about a minute: a whole preset grid on tiny data
@@ -121,7 +122,7 @@ def test_the_quick_preset_runs_both_families_in_their_own_folders_and_sums_them_
         ("matching", "scratch", "vgg9"),
     ]
     for part in ("classic", "matching"):
-        assert len(grid.read_results(str(out / part))) == 2 and (out / part / "summary.md").exists()
+        assert len(read_results(str(out / part))) == 2 and (out / part / "summary.md").exists()
         assert f"]({part}/accuracy_vs_samples.png)" in text
     assert (out / "summary.md").read_text() == text and text.index("# classic") < text.index("# matching")
     with pytest.raises(KeyError, match="nonexistent_strategy"):
@@ -151,17 +152,17 @@ def test_course_preset_prints_the_course_table(folder, tmp_path):
 def test_mann_whitney_against_a_baseline():
     rows = [("a", 10, 0.1 + 0.01 * seed) for seed in range(6)] + [("b", 10, 0.5 + 0.01 * seed) for seed in range(6)]
     results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
-    tests = grid.stats.mann_whitney(results)
+    tests = stats.mann_whitney(results)
     assert len(tests) == 1 and tests["p_value"][0] == pytest.approx(0.0022, abs=1e-4) and tests["significant"][0]
-    assert "52.5 ± 1.9* (6)" in grid.stats.accuracy_table(results)
+    assert "52.5 ± 1.9* (6)" in stats.accuracy_table(results)
 
 
 def test_tied_runs_get_the_exact_p_value_not_the_normal_approximation():
     rows = [("a", 100, 0.0)] * 4 + [("b", 100, value) for value in (0.208, 0.203, 0.095, 0.164)]  # minority: 0 ties
     results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
-    test = grid.stats.mann_whitney(results).iloc[0]
+    test = stats.mann_whitney(results).iloc[0]
     assert test["U"] == 16 and test["p_value"] == pytest.approx(2 / 70)  # the normal approximation gives 0.021
-    one_run = grid.stats.mann_whitney(pd.concat([results, results.iloc[:1].assign(strategy="c")]), ["a", "c"])
+    one_run = stats.mann_whitney(pd.concat([results, results.iloc[:1].assign(strategy="c")]), ["a", "c"])
     assert one_run["U"].tolist() == [2] and one_run["too_few_runs"].all()  # 1 v 4 runs, all tied: no crash, no claim
 
 
@@ -171,17 +172,17 @@ def test_a_p_value_that_cannot_reach_significance_says_so(runs, baseline_runs, e
     rows = [("a", 10, 0.1 + 0.01 * seed) for seed in range(baseline_runs)]
     rows += [("b", 10, 0.5 + 0.01 * seed) for seed in range(runs)]  # every b above every a: the smallest p
     results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
-    test = grid.stats.mann_whitney(results).iloc[0]
-    assert test["p_value"] == pytest.approx(grid.stats.smallest_p_value(runs, baseline_runs))
+    test = stats.mann_whitney(results).iloc[0]
+    assert test["p_value"] == pytest.approx(stats.smallest_p_value(runs, baseline_runs))
     assert test["too_few_runs"] == (not enough) and test["significant"] == enough
     note = f"({runs} v {baseline_runs} runs: too few for p < 0.05)"
-    assert (note in grid.stats.accuracy_table(results)) == (not enough)
+    assert (note in stats.accuracy_table(results)) == (not enough)
 
 
 def test_seed_table_puts_each_seed_in_its_column():
     rows = [("a", 10, 1, 0.25), ("b", 10, 0, 0.5), ("a", 10, 0, 0.125), ("a", 50, 0, 0.75)]
     results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "seed", "test_accuracy"])
-    text = grid.stats.seed_table(results, order=["a", "b"])
+    text = stats.seed_table(results, order=["a", "b"])
     assert "| method | seed 0 | seed 1 |" in text and "| a | 12.5 | 25.0 |" in text and "| b | 50.0 |  |" in text
     assert text.index("N = 10:") < text.index("N = 50:") and "| a | 75.0 |  |" in text
 
@@ -189,7 +190,7 @@ def test_seed_table_puts_each_seed_in_its_column():
 def test_accuracy_plot_shows_every_run_beside_the_mean(tmp_path):
     rows = [("a", 10, 0.2), ("a", 10, 0.4), ("a", 50, 0.6), ("b", 10, 0.3)]
     results = pd.DataFrame(rows, columns=["strategy", "samples_per_class", "test_accuracy"])
-    figure = grid.stats.plot_accuracy_vs_samples(results, str(tmp_path / "plot.png"), order=["a", "b"])
+    figure = accuracy_plots.plot_accuracy_vs_samples(results, str(tmp_path / "plot.png"), order=["a", "b"])
     assert (tmp_path / "plot.png").stat().st_size > 0
     axis = figure.axes[0]
     scatters = [item for item in axis.collections if type(item).__name__ == "PathCollection"]

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from keras_l2t import backbones, data, experiment, hardware, keras_internals, strategies
-from keras_l2t.experiment import RunConfig
+from keras_l2t.config import RunConfig
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1e-4  # the bar for a 2-replica step against the 1-device step

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_l2t import backbones, baselines, matching, stats, strategies
-from keras_l2t.callbacks import RunBackup
+from keras_l2t.backup import RunBackup
 from keras_l2t.l2t import META_METHODS, METHODS, L2TModel
 from keras_l2t.optim import TorchAdam, TorchSGD
 

@@ -131,11 +131,12 @@ def test_fit_prepares_delta_attention_from_the_pretrained_features():
 @pytest.mark.parametrize("name", [name for name in strategies.names() if strategies.spec(name).penalties])
 def test_a_regularised_run_keeps_the_plain_network(name, tmp_path):
     from keras_l2t import data, experiment, inference
+    from keras_l2t.config import RunConfig
 
     rng = np.random.default_rng(7)
     images, labels = rng.integers(0, 256, (36, 32, 32, 3), dtype="uint8"), np.arange(36) % 3
     splits = data.load((images, labels), backbone="lenet5", validation=0.2, test_fraction=0.2, batch_size=8)
-    config = experiment.RunConfig(name, dataset="tiny", backbone="lenet5", weights=None, epochs=2, out=str(tmp_path))
+    config = RunConfig(name, dataset="tiny", backbone="lenet5", weights=None, epochs=2, out=str(tmp_path))
     result = experiment.run(config, splits)
     assert result["epochs_run"] == 2 and 0 <= result["test_accuracy"] <= 1
     model, metadata = inference.load_model(config.paths.model)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from keras_l2t import data, experiment, features, strategies
-from keras_l2t.callbacks import RunBackup, read_scalars
-from keras_l2t.experiment import RunConfig, run
+from keras_l2t.backup import RunBackup
+from keras_l2t.callbacks import read_scalars
+from keras_l2t.config import RunConfig
+from keras_l2t.experiment import run
 
 
 def learnable_splits(batch_size=16, augment="auto"):

@@ -10,6 +10,7 @@ from conftest import load_app
 from scipy import stats as scipy_stats
 
 from keras_l2t import grid, intervals, sequential
+from keras_l2t.results import read_results
 
 GRIDS = 4000  # simulated grids per rate: its Monte Carlo standard error is sqrt(p (1 - p) / GRIDS)
 
@@ -104,7 +105,7 @@ def test_seeds_auto_adds_seeds_only_to_unsettled_methods_and_resumes(tmp_path):
     again = []
     grid.compare(None, echo=again.append, **options)
     assert [line for line in again if " runs: " in line][-1].startswith("20 runs: 20 already finished, 0 to go")
-    assert len(grid.read_results(str(tmp_path))) == 20
+    assert len(read_results(str(tmp_path))) == 20
 
 
 def test_the_interval_of_a_known_case_is_scipys():

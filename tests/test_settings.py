@@ -22,11 +22,15 @@ def test_a_setting_declared_once_reaches_config_flags_and_key(monkeypatch):
     assert run_config("scratch", temperature=2.5).key != run_config("scratch").key  # and the key sees it
 
 
-def test_every_flag_setting_is_a_flag_and_a_field():
-    args = load_app().parse(["--dataset", "cifar10"])
+def test_every_flag_setting_is_a_flag_and_a_field(capsys):
     fields = {field.name for field in dataclasses.fields(config.RunConfig)}
     assert set(settings.SETTINGS) == fields
-    assert {name for name, setting in settings.SETTINGS.items() if setting.flag} <= set(vars(args))
+    with pytest.raises(SystemExit):
+        load_app().parse(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(setting.option in help_text for setting in settings.SETTINGS.values() if setting.flag)
+    args = load_app().parse(["--dataset", "cifar10", "--batch-size", "7"])
+    assert args.batch_size == 7 and "epochs" not in args  # a flag not given stays out: the preset's value holds
 
 
 def test_a_strategy_setting_enters_only_the_key_of_runs_it_concerns():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keras_l2t import data, trajectories
-from keras_l2t.experiment import RunConfig, run
+from keras_l2t.config import RunConfig
+from keras_l2t.experiment import run
 from keras_l2t.paths import GridPaths
 
 

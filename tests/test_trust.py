@@ -13,9 +13,9 @@ import pytest
 from conftest import load_app, tiny_image_folder
 from PIL import Image
 
-from keras_l2t import data, executors, grid, results, sources
-from keras_l2t.callbacks import RunBackup
-from keras_l2t.experiment import RunConfig
+from keras_l2t import data, executors, grid, results, sources, splits
+from keras_l2t.backup import RunBackup
+from keras_l2t.config import RunConfig
 from keras_l2t.torch_checkpoint import LEGACY_MAGIC_NUMBER, read_torch_checkpoint
 from keras_l2t.weight_formats import read_state_dict
 
@@ -251,8 +251,8 @@ def test_single_class_and_inexact_imbalance_are_refused():
     with pytest.raises(ValueError, match="needs at least two class"):
         data.load((images, np.zeros(10, "int64")), validation=0)
     with pytest.raises(ValueError, match="multiple of 10"):
-        data.imbalanced_counts(1, 10)
-    assert data.imbalanced_counts(20, 3) == [20, 20, 2]
+        splits.imbalanced_counts(1, 10)
+    assert splits.imbalanced_counts(20, 3) == [20, 20, 2]
 
 
 def test_a_missing_download_package_is_named(monkeypatch):
