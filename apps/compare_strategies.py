@@ -107,6 +107,14 @@ def parse(argv=None, preset_names=(), strategy_names=()) -> argparse.Namespace:
     output.add_argument(
         "--gpus-per-run", type=rate, help="with --executor ray: GPUs per run; a fraction shares a GPU (default 0)"
     )
+    output.add_argument(
+        "--tune", nargs="?", const=8, type=settings.whole(1).parse, metavar="TRIALS",
+        help="first tune each strategy on validation (Optuna, TRIALS trials each, default 8; docs/tuning.md), then "
+        "compare it untuned and tuned (<out>/untuned, <out>/tuned, <out>/tuning_summary.md)",
+    )  # fmt: skip
+    output.add_argument(
+        "--search-space", help='with --tune: overrides, e.g. "learning_rate=1e-4:1e-1:log,warmup_epochs=0:5"'
+    )
     args = parser.parse_args(argv)
     if "dataset" not in args:
         parser.error("the following arguments are required: --dataset")
@@ -169,6 +177,22 @@ def main(argv=None) -> int:
             args.executor, address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
         )
         design = seed_design(args)
+        if args.tune is not None or args.search_space:
+            if args.tune is None or design is not None:
+                raise ValueError("--search-space needs --tune, and --tune needs fixed seeds (not --seeds auto).")
+            from keras_l2t import tuning_report
+
+            given = {"samples_per_class": args.samples_per_class, "seeds": args.seeds}
+            tuning_report.compare_tuned(
+                None if preset == "none" else preset,
+                args.out or f"runs/{'compare' if preset == 'none' else preset}_tuned",
+                args.strategies,
+                args.tune,
+                executor,
+                space=args.search_space,
+                **{**fields, **{key: value for key, value in given.items() if value is not None}},
+            )
+            return 0
         grid.compare(
             None if preset == "none" else preset,
             out=args.out or f"runs/{'compare' if preset == 'none' else preset}",

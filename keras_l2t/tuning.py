@@ -119,7 +119,9 @@ def _study(out: str, strategy: str, seed: int, warmup_steps: int, trials: int):
         storage=f"sqlite:///{os.path.abspath(os.path.join(out, 'tuning.db'))}",
         study_name=strategy,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3))),
+        sampler=optuna.samplers.TPESampler(  # constant liar: trials running at once (Ray) are not proposed alike
+            seed=seed, n_startup_trials=min(10, max(2, trials // 3)), constant_liar=True
+        ),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_steps),
         load_if_exists=True,
     )

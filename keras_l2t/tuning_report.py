@@ -117,7 +117,8 @@ def tuned_against_untuned(untuned: pd.DataFrame, tuned: pd.DataFrame) -> str:
     table = pd.DataFrame(rows, columns=["strategy", "N", "recipe", "mean", "sd", "seeds"])
     lines = ["| strategy | N | recipe | test accuracy % (mean +- sd) | seeds |", "|---|---|---|---|---|"]
     for row in table.sort_values(["strategy", "N", "recipe"], ascending=[True, True, False]).itertuples():
-        lines.append(f"| {row.strategy} | {row.N} | {row.recipe} | {row.mean:.1f} +- {row.sd:.1f} | {row.seeds} |")
+        spread = f"{row.sd:.1f}" if row.seeds > 1 else "-"  # one seed: no spread
+        lines.append(f"| {row.strategy} | {row.N} | {row.recipe} | {row.mean:.1f} +- {spread} | {row.seeds} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_image_folder
+from conftest import load_app, tiny_image_folder
 
 optuna = pytest.importorskip("optuna")
 
@@ -183,3 +183,72 @@ def test_a_killed_tuning_resumes_without_rerunning_a_finished_trial(tmp_path):
     assert study.trials[2].params == study.trials[1].params and study.trials[2].user_attrs["retry_of"] == 1
     runs = log.read_text().split()
     assert len(runs) == 3 and runs.count(study.trials[0].user_attrs["run"]) == 1  # the finished one never again
+
+
+def _study_of(values, name="fm_uniform"):
+    study = optuna.create_study(study_name=name, direction="maximize")
+    distributions = {
+        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 0.3, log=True),
+        "warmup_epochs": optuna.distributions.IntDistribution(0, 10),
+    }
+    for index, value in enumerate(values):
+        params = {"learning_rate": 1e-3 * 2**index, "warmup_epochs": index % 3}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value))
+    return study
+
+
+def test_settings_table_and_study_figures(tmp_path):
+    from keras_l2t import tuning_report
+
+    studies = {"fm_uniform": _study_of([0.2, 0.5, 0.3, 0.4, 0.1]), "scratch": _study_of([0.3, 0.2], "scratch")}
+    table = tuning_report.settings_table(studies)
+    assert "| fm_uniform | 0.002 | 1 | 0.500 | 5 / 0 / 0 |" in table
+    assert "| scratch | 0.001 | 0 | 0.300 | 2 / 0 / 0 |" in table
+    assert tuning_report.plot_study(studies["fm_uniform"], str(tmp_path / "a.png")) == ""  # importances drawn
+    note = tuning_report.plot_study(studies["scratch"], str(tmp_path / "b.png"))
+    assert "4 complete trials (2 here)" in note and (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_tuned_row_beside_untuned_row():
+    import pandas as pd
+
+    from keras_l2t import tuning_report
+
+    def results(accuracies):
+        return pd.DataFrame(
+            {"strategy": "scratch", "samples_per_class": 10, "test_accuracy": accuracies, "diverged_epoch": None}
+        )
+
+    table = tuning_report.tuned_against_untuned(results([0.1, 0.3]), results([0.4, 0.4]))
+    rows = [line for line in table.splitlines() if line.startswith("| scratch")]
+    assert rows == ["| scratch | 10 | untuned | 20.0 +- 14.1 | 2 |", "| scratch | 10 | tuned | 40.0 +- 0.0 | 2 |"]
+
+
+@pytest.mark.slow  # about 2 minutes: 4 trials and 8 runs
+def test_compare_tuned_runs_both_comparisons_and_writes_the_summary(tmp_path):
+    from keras_l2t import tuning_report
+
+    folder = tiny_image_folder(tmp_path / "readable")
+    settings = {**SETTINGS, "dataset": folder, "seeds": [0, 1], "samples_per_class": [None]}
+    text = tuning_report.compare_tuned(None, str(tmp_path / "out"), ["scratch", "ufm"], trials=2, **settings)
+    tuned = grid.read_results(str(tmp_path / "out" / "tuned"))
+    best = {
+        name: tuning.best_settings(tuning._study(str(tmp_path / "out" / "tuning"), name, 0, 1, 2))
+        for name in ("scratch", "ufm")
+    }
+    fields = {key: value for key, value in settings.items() if key not in ("seeds", "samples_per_class")}
+    expected = grid.expand(["scratch", "ufm"], [None], [0, 1], per_strategy=best, **fields)
+    assert sorted(tuned["key"]) == sorted(config.key for config in expected)  # each strategy ran with its best
+    assert len(grid.read_results(str(tmp_path / "out" / "untuned"))) == 4
+    assert "| ufm | all | tuned |" in text and "Budget per strategy" in text
+    assert (tmp_path / "out" / "tuning_summary.md").read_text() == text
+
+
+def test_the_app_tunes_on_request(capsys):
+    from keras_l2t import presets, strategies
+
+    app = load_app()
+    assert app.parse(["--dataset", "x", "--tune"], presets.names(), strategies.names()).tune == 8
+    assert app.parse(["--dataset", "x", "--tune", "3"], presets.names(), strategies.names()).tune == 3
+    assert app.main(["--dataset", "/no/such/folder", "--search-space", "learning_rate=1e-3:1e-1"]) == 2
+    assert "--search-space needs --tune" in capsys.readouterr().err
