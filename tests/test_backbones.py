@@ -95,8 +95,9 @@ def test_too_small_input_says_the_minimum(name):
 
 
 def test_wrong_channel_count_is_explained():
-    with pytest.raises(ValueError, match=r"\(height, width, 3\)"):
-        backbones.build("vgg9", input_shape=(32, 32, 1))
+    with pytest.raises(ValueError, match=r"\(height, width, 3\) for RGB images or \(height, width, 1\)"):
+        backbones.build("vgg9", input_shape=(32, 32, 2))
+    assert backbones.build("lenet5", input_shape=(32, 32, 1)).input_shape == (None, 32, 32, 1)  # grayscale
 
 
 def test_unknown_name_lists_close_matches():

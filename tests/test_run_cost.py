@@ -95,6 +95,7 @@ def test_new_fields_at_their_defaults_keep_the_keys_of_earlier_runs():
         not in ("out", "verbose", "backup_every", "backup_seconds", "keep_model", "validate_every", "feature_views")
         + ("devices", "mixed_precision")  # issue 15
         + ("meta_steps", "meta_warmup", "meta_reach")  # issue 37
+        + ("weight_decay", "warmup_epochs", "matching_weight", "dropout", "grayscale", "equalize")  # issues 33, 35
     }
     assert config.key == hashlib.sha1(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
     assert dataclasses.replace(config, validate_every=5).key != config.key
@@ -108,7 +109,7 @@ def test_only_a_frozen_backbone_trains_on_cached_features(strategy):
     splits = learnable_splits()
     config = RunConfig(strategy, dataset="tiny", backbone="lenet5", weights=None, epochs=1)
     model = experiment.build_model(config, splits)
-    assert (features.frozen_backbone(model) is not None) == (strategy == "feature_extraction")
+    assert (features.frozen_backbone(model) is not None) == (strategies.spec(strategy).trainable == "none")
 
 
 def test_feature_extraction_computes_features_once_per_view_and_trains_the_full_models_head(tmp_path, monkeypatch):
