@@ -164,7 +164,7 @@ def _number(text: str) -> float:
 
 def _fit(config: RunConfig, model: keras.Model, splits: data.Data, epochs: int, phase: str = "", extra=()) -> dict:
     callbacks, early_stop, backup = _callbacks(config, model, splits, phase)
-    callbacks += list(extra)  # after the backup: an epoch that stops training is backed up first
+    callbacks += list(extra)  # last: they see the validated epoch's val_* (tuning's pruning stops training there)
     monitor = splits.validation is not None
     model.fit(
         splits.train.repeat(),  # one iterator for the whole run: no pipeline restart at each epoch
