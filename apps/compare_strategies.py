@@ -159,9 +159,10 @@ def seed_design(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     process.configure()  # oneDNN CPU kernels on, before TensorFlow loads (measured gain: keras_l2t.process)
-    from keras_l2t import executors, grid, presets, strategies
     from keras_l2t.results import OutputInUse
     from keras_l2t.weights import WeightsError, WeightsUnavailableError
+
+    from keras_l2t import executors, grid, presets, strategies, user_modules
 
     args = parse(argv, presets.names(), strategies.names())
     if args.no_cache:
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     preset = chosen_preset(args)
     try:
         if args.imports:
-            strategies.import_modules(args.imports)  # the user's strategies, here and in Ray workers
+            user_modules.import_modules(args.imports)  # the user's strategies, here and in Ray workers
         executor = executors.make(
             args.executor, address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
         )

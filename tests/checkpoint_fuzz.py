@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_l2t.torch_checkpoint import TORCH_STORAGE_DTYPES, CheckpointError, read_torch_checkpoint
+from keras_l2t.networks.torch_checkpoint import TORCH_STORAGE_DTYPES, CheckpointError, read_torch_checkpoint
 
 INTEGER_OPCODES = {"BININT", "BININT1", "BININT2", "LONG1", "INT"}
 KINDS = ("flip", "flip", "truncate", "insert", "delete", "tensor", "tensor", "storage_size", "random")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from keras_l2t import process
+from keras_l2t.core import process
 
-process.configure()  # the scripts' setting, before any test module imports TensorFlow (see keras_l2t.process)
+process.configure()  # the scripts' setting, before any test module imports TensorFlow (see keras_l2t.core.process)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# decoded image folders are cached per test session, not in the user's ~/.cache (keras_l2t.folder_cache)
+# decoded image folders are cached per test session, not in the user's ~/.cache (keras_l2t.datasets.folder_cache)
 os.environ.setdefault("KERAS_L2T_CACHE", tempfile.mkdtemp(prefix="keras_l2t_cache_"))
 
 SHARED = Path(os.environ.get("KERAS_L2T_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared")).resolve()

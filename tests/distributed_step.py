@@ -30,9 +30,13 @@ keras.config.set_floatx("float64")
 keras.config.set_dtype_policy("float64")
 from PIL import Image  # noqa: E402
 
-from keras_l2t import backbones, data, experiment, hardware, strategies  # noqa: E402
-from keras_l2t.config import RunConfig  # noqa: E402
-from keras_l2t.l2t import L2TModel  # noqa: E402
+from keras_l2t.core import hardware  # noqa: E402
+from keras_l2t.datasets import data  # noqa: E402
+from keras_l2t.networks import backbones  # noqa: E402
+from keras_l2t.running import experiment  # noqa: E402
+from keras_l2t.running.config import RunConfig  # noqa: E402
+from keras_l2t.training import strategies  # noqa: E402
+from keras_l2t.training.l2t import L2TModel  # noqa: E402
 
 BATCH = 16
 ROUNDING_FLOOR = 1e-9  # changes below this fraction of the largest are rounding (float64)

@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_l2t import backbones, nets
-from keras_l2t.weights import WeightsError, WeightsUnavailableError
+from keras_l2t.networks import backbones, nets
+from keras_l2t.networks.weights import WeightsError, WeightsUnavailableError
 
 NAMES = backbones.names()
 IMAGENET = [name for name in NAMES if "imagenet" in backbones.spec(name).weight_sources]
@@ -175,7 +175,7 @@ RESNET32_REFERENCE = {
 
 
 def test_resnet32_reproduces_the_published_network(shared):
-    from keras_l2t import sources
+    from keras_l2t.datasets import sources
 
     model = backbones.build(
         "resnet32", weights=str(shared / "weights/resnet32_tinyimagenet_l2tww_state_dict.npz"), num_classes=200
@@ -282,7 +282,7 @@ def test_keras_application_imagenet_weights_come_from_the_mirror_by_input_size(f
 
 
 def test_every_private_keras_hook_is_still_there():
-    from keras_l2t import keras_internals
+    from keras_l2t.core import keras_internals
 
     keras_internals.check()  # fails loudly, naming the hook, when a Keras release renames one
     layer = keras.layers.BatchNormalization()

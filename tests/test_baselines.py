@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from test_l2t import batch, tiny_model, tiny_source, tiny_target
 
-from keras_l2t import backbones, baselines
-from keras_l2t.l2t import L2TModel
+from keras_l2t.networks import backbones
+from keras_l2t.training import baselines
+from keras_l2t.training.l2t import L2TModel
 
 
 def softmax(x, axis=-1):

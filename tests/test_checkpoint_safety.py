@@ -21,10 +21,10 @@ import pytest
 from checkpoint_fuzz import Base
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import backbones, weights
-from keras_l2t.torch_checkpoint import CheckpointError, read_torch_checkpoint
-from keras_l2t.weight_formats import read_state_dict
-from keras_l2t.weights import WeightsError
+from keras_l2t.networks import backbones, weights
+from keras_l2t.networks.torch_checkpoint import CheckpointError, read_torch_checkpoint
+from keras_l2t.networks.weight_formats import read_state_dict
+from keras_l2t.networks.weights import WeightsError
 
 CHECKPOINT = "weights/resnet32_tinyimagenet_l2tww.pth.tar"
 FUZZ = Path(__file__).with_name("checkpoint_fuzz.py")
@@ -70,7 +70,7 @@ def test_strides_beyond_the_storage_are_refused_not_a_crash(real, tmp_path):
     assert real[stride : stride + 2] == b"K\x1b"  # the first stride, 27
     crafted = real[:stride] + b"J" + (2**28).to_bytes(4, "little") + real[stride + 2 :]
     path = write(tmp_path, crafted)
-    code = "from keras_l2t.torch_checkpoint import read_torch_checkpoint as read\n"
+    code = "from keras_l2t.networks.torch_checkpoint import read_torch_checkpoint as read\n"
     code += f"try: read({str(path)!r})\nexcept Exception as error: print(error)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"the reader died with {run.returncode}: {run.stderr[-2000:]}"  # was -11 (SIGSEGV)
@@ -84,7 +84,9 @@ def test_deeply_nested_pickles_are_refused_not_a_crash(real, tmp_path):
     nested = b"\x80\x02" + b"]" * 100_000 + b"a" * 99_999 + b"."  # a list in a list, 100,000 deep (200 KB)
     paths = [write(tmp_path, real[: handle.tell()] + nested + pickle.dumps([], 2), "deep_state.pth")]
     paths.append(write(tmp_path, real[: handle.tell()] + pickle.dumps({}, 2) + nested, "deep_keys.pth"))
-    code = "import sys\nfrom keras_l2t.torch_checkpoint import CheckpointError, read_torch_checkpoint as read\n"
+    code = (
+        "import sys\nfrom keras_l2t.networks.torch_checkpoint import CheckpointError, read_torch_checkpoint as read\n"
+    )
     code += "for path in sys.argv[1:]:\n    try: read(path)\n    except CheckpointError as error: print(error)"
     run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"the reader died with {run.returncode}: {run.stderr[-2000:]}"

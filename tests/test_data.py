@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_l2t import augment, backbones, data, sources, splits
+from keras_l2t.datasets import augment, data, sources, splits
+from keras_l2t.networks import backbones
 
 
 def make_arrays(per_class=(30, 30, 30), size=8, seed=0):
@@ -193,7 +194,7 @@ def test_real_cats_vs_dogs_folder_for_mobilenet(shared):
 def test_rotation_about_the_centre():
     import tensorflow as tf
 
-    from keras_l2t.augment import _rotation
+    from keras_l2t.datasets.augment import _rotation
 
     image = np.random.default_rng(0).integers(0, 256, (9, 9, 3)).astype("uint8")
     np.testing.assert_array_equal(_rotation(tf.constant(image), tf.constant(0.0)).numpy(), image)
@@ -221,7 +222,7 @@ def test_validation_can_be_carved_in_whole_groups(tmp_path):
 
 
 def test_decoded_folders_are_cached_across_processes(tmp_path, monkeypatch):
-    from keras_l2t import folder_cache
+    from keras_l2t.datasets import folder_cache
 
     monkeypatch.setenv("KERAS_L2T_CACHE", str(tmp_path / "cache"))
     paths = []

@@ -5,11 +5,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_l2t import data, experiment
-from keras_l2t.backup import RunBackup
-from keras_l2t.callbacks import EarlyStopPoint, read_scalars
-from keras_l2t.config import RunConfig
-from keras_l2t.experiment import run
+from keras_l2t.datasets import data
+from keras_l2t.running import experiment
+from keras_l2t.running.backup import RunBackup
+from keras_l2t.running.config import RunConfig
+from keras_l2t.running.experiment import run
+from keras_l2t.training.callbacks import EarlyStopPoint, read_scalars
 
 
 def tiny_model():
@@ -174,9 +175,9 @@ def test_an_interrupted_run_resumes_and_reports_every_epoch(tmp_path, monkeypatc
 
 
 def test_the_run_folder_layout_has_one_owner(tmp_path):
-    from keras_l2t import strategies
-    from keras_l2t.callbacks import MetaWeightsLogger
-    from keras_l2t.paths import FINE_TUNE, GridPaths
+    from keras_l2t.core.paths import FINE_TUNE, GridPaths
+    from keras_l2t.training import strategies
+    from keras_l2t.training.callbacks import MetaWeightsLogger
 
     images = np.random.default_rng(4).integers(0, 256, (40, 32, 32, 3), dtype="uint8")
     sorted_labels = np.arange(40) // 20  # a class-sorted validation split: class 0's images first

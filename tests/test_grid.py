@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import accuracy_plots, executors, experiment, grid, presets, report, stats
-from keras_l2t.callbacks import read_scalars
-from keras_l2t.results import read_results
+from keras_l2t.analysis import accuracy_plots, report, stats
+from keras_l2t.running import executors, experiment, grid, presets
+from keras_l2t.running.results import read_results
+from keras_l2t.training.callbacks import read_scalars
 
 
 @pytest.fixture(scope="module")

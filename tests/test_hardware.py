@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import backbones, data, experiment, hardware, keras_internals, strategies
-from keras_l2t.config import RunConfig
+from keras_l2t.core import hardware, keras_internals
+from keras_l2t.datasets import data
+from keras_l2t.networks import backbones
+from keras_l2t.running import experiment
+from keras_l2t.running.config import RunConfig
+from keras_l2t.training import strategies
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1e-4  # the bar for a 2-replica step against the 1-device step

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_image_folder
 from PIL import Image
 
-from keras_l2t import data, folder_cache, image_files, sources
+from keras_l2t.datasets import data, folder_cache, image_files, sources
 
 
 def write_png(path, width: int, height: int, bit_depth: int, color_type: int, pixels: bytes = b"") -> str:
@@ -245,7 +245,7 @@ def test_an_offline_tfds_download_fails_fast_with_a_message(monkeypatch, tmp_pat
 
 
 def test_the_contact_sheet_shows_a_sixteen_bit_png_as_it_is(tmp_path):
-    from keras_l2t import inference
+    from keras_l2t.running import inference
 
     path = tmp_path / "dark16.png"
     Image.fromarray(np.full((64, 64), 6000, "uint16")).save(path)  # dark grey, about 23 of 255 in 8 bits

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import linked_subset, load_app
 
-from keras_l2t import inference
+from keras_l2t.running import inference
 
 
 @pytest.fixture(scope="module")

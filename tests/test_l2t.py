@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import backbones, baselines, matching, stats, strategies
-from keras_l2t.backup import RunBackup
-from keras_l2t.l2t import META_METHODS, METHODS, L2TModel
-from keras_l2t.optim import TorchAdam, TorchSGD
+from keras_l2t.analysis import stats
+from keras_l2t.networks import backbones
+from keras_l2t.running.backup import RunBackup
+from keras_l2t.training import baselines, matching, strategies
+from keras_l2t.training.l2t import META_METHODS, METHODS, L2TModel
+from keras_l2t.training.optim import TorchAdam, TorchSGD
 
 
 def tiny_source(classes=None):  # with classes, ends in its own classifier (LwF's old task)
@@ -204,7 +206,7 @@ def test_average_matrix_pools_windows():
 
 
 def test_meta_weights_logger_writes_where_what_and_which(tmp_path):
-    from keras_l2t.callbacks import MetaWeightsLogger, read_scalars
+    from keras_l2t.training.callbacks import MetaWeightsLogger, read_scalars
 
     keras.utils.set_random_seed(8)
     model = tiny_model("l2t_www")
@@ -230,7 +232,7 @@ def test_meta_weights_logger_writes_where_what_and_which(tmp_path):
 
 
 def test_reference_cosine_schedule():
-    from keras_l2t.optim import reference_cosine
+    from keras_l2t.training.optim import reference_cosine
 
     schedule = reference_cosine(200)
     assert abs(schedule(0) - 0.05 * (1 + np.cos(np.pi / 200))) < 1e-12

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from test_l2t import batch, tiny_model
 
-from keras_l2t import meta_health, meta_schedule, strategies
-from keras_l2t.callbacks import read_scalars
-from keras_l2t.meta_health import MetaHealth
-from keras_l2t.meta_schedule import MetaRate
-from keras_l2t.optim import TorchAdam
+from keras_l2t.training import meta_health, meta_schedule, strategies
+from keras_l2t.training.callbacks import read_scalars
+from keras_l2t.training.meta_health import MetaHealth
+from keras_l2t.training.meta_schedule import MetaRate
+from keras_l2t.training.optim import TorchAdam
 
 
 def fit_with_health(model, *extra_callbacks, **health_options):
@@ -144,9 +144,10 @@ def test_the_health_table_reads_the_results_column():
 
 
 def test_experiment_probes_the_meta_networks_on_its_validation_examples(tmp_path):
-    from keras_l2t import data, experiment
-    from keras_l2t.callbacks import MetaWeightsLogger
-    from keras_l2t.config import RunConfig
+    from keras_l2t.datasets import data
+    from keras_l2t.running import experiment
+    from keras_l2t.running.config import RunConfig
+    from keras_l2t.training.callbacks import MetaWeightsLogger
 
     images = np.random.default_rng(4).integers(0, 256, (40, 32, 32, 3), dtype="uint8")
     splits = data.load((images, np.arange(40) % 2), backbone="vgg9", validation=0.2, test_fraction=0.2)
@@ -161,9 +162,10 @@ def test_experiment_probes_the_meta_networks_on_its_validation_examples(tmp_path
 def test_the_results_row_and_the_summary_carry_the_health_check(tmp_path):
     import dataclasses
 
-    from keras_l2t import report, results
-    from keras_l2t.config import RunConfig
-    from keras_l2t.paths import GridPaths
+    from keras_l2t.analysis import report
+    from keras_l2t.core.paths import GridPaths
+    from keras_l2t.running import results
+    from keras_l2t.running.config import RunConfig
 
     config = RunConfig("l2t_ww", dataset="tiny", samples_per_class=10, epochs=2, out=str(tmp_path))
     health = {"bound": 0.0002, "weight_change": 0.0002, "where_change": 0.001, "what_entropy_drop": 1e-6,

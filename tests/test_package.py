@@ -31,6 +31,6 @@ def test_configure_turns_on_onednn_unless_the_user_chose(given, expected):
 def test_public_names_load_on_first_use():
     import keras_l2t
 
-    assert keras_l2t.RunConfig.__name__ == "RunConfig" and keras_l2t.grid.__name__ == "keras_l2t.grid"
+    assert keras_l2t.RunConfig.__name__ == "RunConfig" and keras_l2t.running.grid.__name__ == "keras_l2t.running.grid"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         keras_l2t.nope  # noqa: B018

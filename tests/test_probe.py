@@ -1,6 +1,6 @@
 import numpy as np
 
-from keras_l2t import probe
+from keras_l2t.training import probe
 
 
 def test_logistic_regression_separates_separable_classes():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_l2t import probe
+from keras_l2t.training import probe
 
 PRETRAINED = [
     ("mobilenet_v2", "weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5", 0.97),

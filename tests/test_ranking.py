@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 from conftest import load_app, tiny_image_folder
 
-from keras_l2t import backbones, data, features, ranking, ranking_report
+from keras_l2t.analysis import ranking, ranking_report
+from keras_l2t.datasets import data
+from keras_l2t.networks import backbones
+from keras_l2t.training import features
 
 OPTIONS = dict(samples_per_class=6, validation=6, seed=3)
 

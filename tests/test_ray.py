@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_image_folder
 
-from keras_l2t import executors
+from keras_l2t.running import executors
 
 pytest.importorskip("ray")
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
 GRID = """
 import sys
-from keras_l2t import executors, grid
+from keras_l2t.running import executors, grid
 folder, out, executor, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 configs = grid.expand(["scratch", "ufm"], samples_per_class=[4], seeds=2, dataset=folder, family="matching",
                       epochs=epochs, batch_size=8, validation=3, source_weights=None, backup_every=1)
@@ -106,7 +106,7 @@ def test_a_run_whose_worker_is_killed_resumes_and_every_run_is_recorded_once(fol
 def test_a_ray_grid_runs_every_run_once_in_ray_workers_and_the_driver_writes_the_rows(folder, tmp_path, monkeypatch):
     import ray
 
-    from keras_l2t import grid
+    from keras_l2t.running import grid
 
     def not_here(*args, **kwargs):
         raise AssertionError("a run trained in the driver, not in a Ray worker")

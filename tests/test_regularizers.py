@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_l2t import backbones, regularizers, strategies
+from keras_l2t.networks import backbones
+from keras_l2t.training import freezing, regularizers, strategies
 
 
 def test_starting_point_penalty_is_alpha_half_distance_plus_beta_half_head_norm():
@@ -115,7 +116,7 @@ def test_each_penalty_changes_the_step(field):
 
 
 def test_fit_prepares_delta_attention_from_the_pretrained_features():
-    from keras_l2t import probe
+    from keras_l2t.training import probe
 
     keras.utils.set_random_seed(0)
     model = _classifier(regularizers.Penalties(feature_maps=0.1))
@@ -130,8 +131,9 @@ def test_fit_prepares_delta_attention_from_the_pretrained_features():
 
 @pytest.mark.parametrize("name", [name for name in strategies.names() if strategies.spec(name).penalties])
 def test_a_regularised_run_keeps_the_plain_network(name, tmp_path):
-    from keras_l2t import data, experiment, inference
-    from keras_l2t.config import RunConfig
+    from keras_l2t.datasets import data
+    from keras_l2t.running import experiment, inference
+    from keras_l2t.running.config import RunConfig
 
     rng = np.random.default_rng(7)
     images, labels = rng.integers(0, 256, (36, 32, 32, 3), dtype="uint8"), np.arange(36) % 3
@@ -165,7 +167,7 @@ def test_a_loss_scaling_optimizer_takes_the_same_step():
 
 def test_unfreezing_the_last_block_of_a_regularised_model_reaches_its_backbone():
     network = strategies.build("l2_sp", backbone="vgg9", num_classes=3, weights=None, input_shape=(32, 32, 3))
-    strategies.unfreeze(network, last_blocks=1, learning_rate=1e-5)
+    freezing.unfreeze(network, last_blocks=1, learning_rate=1e-5)
     backbone = network.network.get_layer("vgg9")
     last = set(backbones.blocks(backbone)[-1])
     trains = {layer.name for layer in backbone.layers if layer.trainable_weights}

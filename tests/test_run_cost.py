@@ -10,11 +10,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_l2t import data, experiment, features, strategies
-from keras_l2t.backup import RunBackup
-from keras_l2t.callbacks import read_scalars
-from keras_l2t.config import RunConfig
-from keras_l2t.experiment import run
+from keras_l2t.datasets import data
+from keras_l2t.running import experiment
+from keras_l2t.running.backup import RunBackup
+from keras_l2t.running.config import RunConfig
+from keras_l2t.running.experiment import run
+from keras_l2t.training import features, strategies
+from keras_l2t.training.callbacks import read_scalars
 
 
 def learnable_splits(batch_size=16, augment="auto"):
@@ -71,7 +73,7 @@ def test_patience_counts_epochs_in_whole_validations(tmp_path):
 
 def test_backups_wait_the_given_seconds(tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 10))  # every call of time.time advances 10 s
-    monkeypatch.setattr("keras_l2t.backup.time.time", lambda: next(clock))
+    monkeypatch.setattr("keras_l2t.running.backup.time.time", lambda: next(clock))
     saved = []
     monkeypatch.setattr(RunBackup, "_save", lambda self, epochs: saved.append(epochs))
     backup = RunBackup(str(tmp_path / "backup"), every=1, seconds=25)
@@ -155,7 +157,7 @@ def test_cached_views_differ_when_augmented_and_collapse_to_one_when_not(tmp_pat
 
 
 def test_a_run_still_climbing_at_the_end_of_its_budget_is_flagged(tmp_path):
-    from keras_l2t.report import still_climbing
+    from keras_l2t.analysis.report import still_climbing
 
     def history_file(name, accuracies):
         path = tmp_path / f"{name}.csv"

@@ -9,8 +9,9 @@ import pytest
 from conftest import load_app
 from scipy import stats as scipy_stats
 
-from keras_l2t import grid, intervals, sequential
-from keras_l2t.results import read_results
+from keras_l2t.analysis import intervals, sequential
+from keras_l2t.running import grid
+from keras_l2t.running.results import read_results
 
 GRIDS = 4000  # simulated grids per rate: its Monte Carlo standard error is sqrt(p (1 - p) / GRIDS)
 

@@ -1,4 +1,4 @@
-"""One owner per setting: a declaration in `keras_l2t.settings` reaches RunConfig, the app's flags and the key."""
+"""One owner per setting: a declaration in `keras_l2t.core.settings` reaches RunConfig, the app's flags and the key."""
 
 import dataclasses
 import os
@@ -7,7 +7,9 @@ import sys
 import pytest
 from conftest import load_app
 
-from keras_l2t import config, settings, strategies
+from keras_l2t.core import settings, user_modules
+from keras_l2t.running import config
+from keras_l2t.training import strategies
 
 
 def test_a_setting_declared_once_reaches_config_flags_and_key(monkeypatch):
@@ -97,13 +99,13 @@ def test_user_strategy_modules_are_imported_and_passed_to_workers(tmp_path, monk
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
-    monkeypatch.delenv(strategies.IMPORTS_VARIABLE, raising=False)
-    strategies.import_modules(["my_strategies"])
-    assert "mine" in strategies.names() and os.environ[strategies.IMPORTS_VARIABLE] == "my_strategies"
+    monkeypatch.delenv(user_modules.IMPORTS_VARIABLE, raising=False)
+    user_modules.import_modules(["my_strategies"])
+    assert "mine" in strategies.names() and os.environ[user_modules.IMPORTS_VARIABLE] == "my_strategies"
     del sys.modules["my_strategies"]
     monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
     strategies._REGISTRY.pop("mine")
-    strategies.import_modules()  # a worker: imports what the environment names
+    user_modules.import_modules()  # a worker: imports what the environment names
     assert "mine" in strategies.names()
     with pytest.raises(ImportError, match="on PYTHONPATH"):
-        strategies.import_modules(["no_such_module_here"])
+        user_modules.import_modules(["no_such_module_here"])

@@ -17,11 +17,12 @@ from conftest import load_app
 from PIL import Image
 from test_trust import fake_result
 
-from keras_l2t import data, executors, experiment, grid, inference, results
-from keras_l2t.backup import RunBackup
-from keras_l2t.callbacks import EarlyStopPoint, read_scalars
-from keras_l2t.config import RunConfig
-from keras_l2t.paths import FINE_TUNE
+from keras_l2t.core.paths import FINE_TUNE
+from keras_l2t.datasets import data
+from keras_l2t.running import executors, experiment, grid, inference, results
+from keras_l2t.running.backup import RunBackup
+from keras_l2t.running.config import RunConfig
+from keras_l2t.training.callbacks import EarlyStopPoint, read_scalars
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 
@@ -229,7 +230,7 @@ TFLITE_CHECK = """
 import contextlib, io, random, sys
 sys.path.insert(0, sys.argv[4])
 import predict
-from keras_l2t import model_files
+from keras_l2t.running import model_files
 good, folder, count = open(sys.argv[1], "rb").read(), sys.argv[2], int(sys.argv[3])
 for name in ("random", "half"):  # through the app: a one-line error, exit 2
     with contextlib.redirect_stderr(io.StringIO()) as error:

@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_l2t import backbones, strategies
-from keras_l2t.l2t import L2TModel
+from keras_l2t.networks import backbones
+from keras_l2t.training import freezing, strategies
+from keras_l2t.training.l2t import L2TModel
 
 BATCH = (
     np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32"),
@@ -101,7 +102,7 @@ def test_fine_tune_last_follows_the_backbone_blocks():
 def test_two_phase_recipe_unfreezes_and_keeps_batch_norm_in_inference():
     model = build("feature_extraction")
     assert not model.get_layer("vgg9").trainable_weights
-    strategies.unfreeze(model, learning_rate=1e-5)
+    freezing.unfreeze(model, learning_rate=1e-5)
     base = model.get_layer("vgg9")
     assert base.trainable_weights and float(model.optimizer.learning_rate) == pytest.approx(1e-5)
     before = snapshot(base.weights)

@@ -5,8 +5,9 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_image_folder
 
-from keras_l2t import augment, experiment, inference, presets
-from keras_l2t.config import RunConfig
+from keras_l2t.datasets import augment
+from keras_l2t.running import experiment, inference, presets
+from keras_l2t.running.config import RunConfig
 
 
 def recipe(dataset: str, **changes) -> RunConfig:

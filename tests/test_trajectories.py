@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_l2t import data, trajectories
-from keras_l2t.config import RunConfig
-from keras_l2t.experiment import run
-from keras_l2t.paths import GridPaths
+from keras_l2t.core.paths import GridPaths
+from keras_l2t.datasets import data
+from keras_l2t.running import trajectories
+from keras_l2t.running.config import RunConfig
+from keras_l2t.running.experiment import run
 
 
 def read_rows(path) -> list[dict]:
@@ -74,7 +75,7 @@ def test_a_run_records_its_weight_trajectory_and_a_fresh_start_replaces_an_old_o
 
 
 def test_gamma_snapshots_keep_each_pairs_which_maps_at_the_chosen_epochs(tmp_path):
-    from keras_l2t import strategies
+    from keras_l2t.training import strategies
 
     keras.utils.set_random_seed(0)
     model = strategies.build("l2t_www", num_classes=2, target="vgg9", source_weights=None, input_shape=(32, 32, 3))

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_l2t import transferability
+from keras_l2t.analysis import transferability
 
 CASES = (0, 1, 2)
 

@@ -13,11 +13,12 @@ import pytest
 from conftest import load_app, tiny_image_folder
 from PIL import Image
 
-from keras_l2t import data, executors, grid, results, sources, splits
-from keras_l2t.backup import RunBackup
-from keras_l2t.config import RunConfig
-from keras_l2t.torch_checkpoint import LEGACY_MAGIC_NUMBER, read_torch_checkpoint
-from keras_l2t.weight_formats import read_state_dict
+from keras_l2t.datasets import data, sources, splits
+from keras_l2t.networks.torch_checkpoint import LEGACY_MAGIC_NUMBER, read_torch_checkpoint
+from keras_l2t.networks.weight_formats import read_state_dict
+from keras_l2t.running import executors, grid, results
+from keras_l2t.running.backup import RunBackup
+from keras_l2t.running.config import RunConfig
 
 APP_ARGUMENTS = ["--preset", "none", "--strategies", "scratch", "--backbone", "lenet5", "--weights", "none"]
 APP_ARGUMENTS += ["--epochs", "1"]

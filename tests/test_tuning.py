@@ -11,48 +11,49 @@ from conftest import load_app, tiny_image_folder
 
 optuna = pytest.importorskip("optuna")
 
-from keras_l2t import data, executors, grid, tuning, tuning_space  # noqa: E402
-from keras_l2t.tuning_space import Parameter  # noqa: E402
+from keras_l2t.datasets import data  # noqa: E402
+from keras_l2t.running import executors, grid, tuning, tuning_data, tuning_space  # noqa: E402
+from keras_l2t.running.tuning_space import Parameter  # noqa: E402
 
 SETTINGS = {"epochs": 2, "batch_size": 8, "validation": 3, "source_weights": None, "family": "matching"}
 
 
 def test_search_spaces_by_family_and_strategy():
-    classic = {parameter.name for parameter in tuning.search_space("full_fine_tune")}
+    classic = {parameter.name for parameter in tuning_space.search_space("full_fine_tune")}
     assert classic == {"learning_rate", "weight_decay"}
-    matching = {parameter.name: parameter for parameter in tuning.search_space("fm_uniform")}
+    matching = {parameter.name: parameter for parameter in tuning_space.search_space("fm_uniform")}
     assert set(matching) == {"learning_rate", "weight_decay", "warmup_epochs", "matching_weight"}
     assert matching["learning_rate"].log and matching["warmup_epochs"].kind == "int"
-    assert "matching_weight" not in {parameter.name for parameter in tuning.search_space("scratch", "matching")}
-    assert tuning.search_space("scratch", "classic") == tuning.search_space("full_fine_tune")
+    assert "matching_weight" not in {parameter.name for parameter in tuning_space.search_space("scratch", "matching")}
+    assert tuning_space.search_space("scratch", "classic") == tuning_space.search_space("full_fine_tune")
 
 
 def test_user_search_spaces_parse_and_fail_clearly():
-    learning_rate, warmup = tuning.parse_space("learning_rate=1e-4:1e-1:log, warmup_epochs=0:5")
+    learning_rate, warmup = tuning_space.parse_space("learning_rate=1e-4:1e-1:log, warmup_epochs=0:5")
     assert learning_rate == Parameter("learning_rate", 1e-4, 1e-1, log=True)
     assert warmup == Parameter("warmup_epochs", 0, 5, kind="int")
-    assert tuning.parse_space({"learning_rate": (0.01, 0.1)}) == (Parameter("learning_rate", 0.01, 0.1),)
+    assert tuning_space.parse_space({"learning_rate": (0.01, 0.1)}) == (Parameter("learning_rate", 0.01, 0.1),)
     with pytest.raises(ValueError, match="'learning_rat' is not a run setting"):
-        tuning.parse_space("learning_rat=1e-4:1e-1")
+        tuning_space.parse_space("learning_rat=1e-4:1e-1")
     with pytest.raises(ValueError, match="low < high"):
-        tuning.parse_space("learning_rate=0.1:0.01")
+        tuning_space.parse_space("learning_rate=0.1:0.01")
     with pytest.raises(ValueError, match="low > 0 on a log scale"):
-        tuning.parse_space("learning_rate=0:0.1:log")
+        tuning_space.parse_space("learning_rate=0:0.1:log")
     with pytest.raises(ValueError, match="must be numbers"):
-        tuning.parse_space("learning_rate=a:b")
+        tuning_space.parse_space("learning_rate=a:b")
     with pytest.raises(ValueError, match="name=low:high"):
-        tuning.parse_space("learning_rate")
+        tuning_space.parse_space("learning_rate")
 
 
 def test_overrides_replace_and_unknown_fields_are_skipped_with_a_warning(monkeypatch):
     config = tuning.trial_config({**SETTINGS, "epochs": 6}, "fm_uniform", "out")
     echoed = []
-    space = tuning.resolve_space(config, "learning_rate=0.01:0.1", echoed.append)
+    space = tuning_space.resolve_space(config, "learning_rate=0.01:0.1", echoed.append)
     by_name = {parameter.name: parameter for parameter in space}
     assert by_name["learning_rate"] == Parameter("learning_rate", 0.01, 0.1)
     assert by_name["warmup_epochs"].high == 3  # capped at half the epochs
     monkeypatch.setattr(tuning_space, "MATCHING_WEIGHT", Parameter("no_such_field", 1, 2))
-    space = tuning.resolve_space(config, None, echoed.append)
+    space = tuning_space.resolve_space(config, None, echoed.append)
     assert "no_such_field" not in {parameter.name for parameter in space}
     assert "no_such_field not tuned" in echoed[-1]
 
@@ -129,14 +130,14 @@ def test_a_dataset_without_its_own_test_split_is_refused(tmp_path):
     folder = tiny_image_folder(tmp_path / "tiny")
     os.rename(Path(folder) / "test", tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="test split of its own"):
-        tuning.training_source(folder)
+        tuning_data.training_source(folder)
 
 
 KILLABLE = """
 import sys, time
-from keras_l2t import process
+from keras_l2t.core import process
 process.configure()
-from keras_l2t import experiment, tuning
+from keras_l2t.running import experiment, tuning
 folder, out, log, mode = sys.argv[1:]
 real_run, calls = experiment.run, []
 def logged_run(config, *args, **options):
@@ -198,7 +199,7 @@ def _study_of(values, name="fm_uniform"):
 
 
 def test_settings_table_and_study_figures(tmp_path):
-    from keras_l2t import tuning_report
+    from keras_l2t.running import tuning_report
 
     studies = {"fm_uniform": _study_of([0.2, 0.5, 0.3, 0.4, 0.1]), "scratch": _study_of([0.3, 0.2], "scratch")}
     table = tuning_report.settings_table(studies)
@@ -212,7 +213,7 @@ def test_settings_table_and_study_figures(tmp_path):
 def test_tuned_row_beside_untuned_row():
     import pandas as pd
 
-    from keras_l2t import tuning_report
+    from keras_l2t.running import tuning_report
 
     def results(accuracies):
         return pd.DataFrame(
@@ -226,7 +227,7 @@ def test_tuned_row_beside_untuned_row():
 
 @pytest.mark.slow  # about 2 minutes: 4 trials and 8 runs
 def test_compare_tuned_runs_both_comparisons_and_writes_the_summary(tmp_path):
-    from keras_l2t import tuning_report
+    from keras_l2t.running import tuning_report
 
     folder = tiny_image_folder(tmp_path / "readable")
     settings = {**SETTINGS, "dataset": folder, "seeds": [0, 1], "samples_per_class": [None]}
@@ -245,7 +246,8 @@ def test_compare_tuned_runs_both_comparisons_and_writes_the_summary(tmp_path):
 
 
 def test_the_app_tunes_on_request(capsys):
-    from keras_l2t import presets, strategies
+    from keras_l2t.running import presets
+    from keras_l2t.training import strategies
 
     app = load_app()
     assert app.parse(["--dataset", "x", "--tune"], presets.names(), strategies.names()).tune == 8

@@ -1,0 +1,107 @@
+"""Comparison presets: a preset is a tiny dict of grid settings (strategies, N, seeds) and `RunConfig` fields.
+
+>>> from keras_l2t import presets
+>>> presets.get_config("thesis")["samples_per_class"]
+[10, 30, 50, 100, 150]
+"""
+
+from __future__ import annotations
+
+import copy
+
+from keras_l2t.training import strategies
+
+__all__ = ["MATCHING_ROUTINE", "PRESETS", "get_config", "names"]
+
+# L2T-ww's CIFAR routine: batch 128, pad-4 crop + horizontal flip. At N = 10 an epoch is one step (0.6 s for
+# scratch), a validation pass of 1,000 images costs about 3 and a backup 2 (measured: benchmarks/run_cost.py), so
+# validation runs every 20 epochs and a backup at most once a minute.
+MATCHING_ROUTINE = {
+    "batch_size": 128, "validation": 1000, "validate_every": 20, "backup_every": 1, "backup_seconds": 60,
+    "augment": "crop,flip",
+}  # fmt: skip
+PRESETS = {
+    "course": {
+        "strategies": ["feature_extraction", "fine_tune_last", "full_fine_tune", "scratch"],
+        "samples_per_class": [None],
+        "seeds": [0],
+        "epochs": 15,
+        "batch_size": 64,
+        "image_size": 64,
+        "validation": 5000,
+        "backbone": "squeezenet1_1",
+        "augment": "crop,flip",  # CIFAR-10, where mirroring changes no class
+    },
+    "traffic_signs": {  # the course's LeNet recipe for a 43-class traffic-sign benchmark, from its description
+        "strategies": ["scratch"],
+        "samples_per_class": [None],
+        "seeds": [0],
+        "family": "classic",
+        "backbone": "lenet5",
+        "weights": None,
+        "image_size": 32,
+        "grayscale": True,  # 32x32x1 input
+        "equalize": True,  # histogram equalisation
+        "augment": "rotation,blur",  # never a mirror: keep-left and keep-right signs
+        "dropout": 0.3,  # keep probability 0.7
+        "learning_rate": 1e-3,  # Adam
+        "batch_size": 128,
+        "epochs": 20,
+    },
+    "thesis": {
+        "strategies": ["scratch", "ufm", "l2t_ww", "l2t_www"],
+        "samples_per_class": [10, 30, 50, 100, 150],
+        "seeds": list(range(30)),
+        "epochs": 200,
+        "family": "matching",
+        **MATCHING_ROUTINE,
+    },
+    "quick": {  # 30 minutes on 2 CPU cores: N = 10, 4 seeds (the fewest with which Mann-Whitney reaches p < 0.05)
+        "parts": {
+            "classic": {  # epochs: each strategy's default (the frozen backbone's head: 100 on cached features)
+                "description": "SqueezeNet 1.1 (ImageNet) frozen with a new head, or the same network from scratch",
+                "strategies": ["feature_extraction", "scratch"],
+                "samples_per_class": [10],
+                "seeds": [0, 1, 2, 3],
+                "family": "classic",
+                "backbone": "squeezenet1_1",
+                "weights": "imagenet",
+                "image_size": 64,
+                "batch_size": 32,
+                "validation": 500,
+                "augment": "crop,flip",
+            },
+            "matching": {  # the meta step every 5 iterations: 3x cheaper, as accurate at N = 10 (README)
+                "description": "vgg9 from scratch, or taught by resnet32 (Tiny ImageNet) with fm_uniform or L2T-ww",
+                "strategies": ["scratch", "fm_uniform", "l2t_ww"],
+                "samples_per_class": [10],
+                "seeds": [0, 1, 2, 3],
+                "epochs": 60,
+                "family": "matching",
+                **MATCHING_ROUTINE,
+                "validation": 500,
+                "validate_every": 10,
+                "meta_every": 5,
+            },
+        },
+    },
+}
+
+
+def names() -> list[str]:
+    """The preset names."""
+    return list(PRESETS)
+
+
+def get_config(name: str | None) -> dict:
+    """A copy of a preset's settings; None gives the `RunConfig` defaults with every classic strategy.
+
+    Raises:
+        KeyError: unknown preset, listing the presets.
+
+    """
+    if name is None:
+        return {"strategies": strategies.names("classic")}
+    if name not in PRESETS:
+        raise KeyError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return copy.deepcopy(PRESETS[name])
