@@ -97,15 +97,17 @@ def test_user_strategy_modules_are_imported_and_passed_to_workers(tmp_path, monk
         "from keras_l2t import strategies\n"
         "strategies.register(strategies.Strategy('mine', 'classic', 'from a module', 1e-3, 'none'), replace=True)\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # beside the user, not on sys.path (a script's path starts with its own folder)
+    monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
     monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
     monkeypatch.delenv(user_modules.IMPORTS_VARIABLE, raising=False)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     user_modules.import_modules(["my_strategies"])
     assert "mine" in strategies.names() and os.environ[user_modules.IMPORTS_VARIABLE] == "my_strategies"
+    assert os.environ["PYTHONPATH"] == str(tmp_path)  # for the workers (the Ray executor forwards it)
     del sys.modules["my_strategies"]
     monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
     strategies._REGISTRY.pop("mine")
-    user_modules.import_modules()  # a worker: imports what the environment names
-    assert "mine" in strategies.names()
+    assert strategies.spec("mine").description == "from a module"  # a worker: imports what the environment names
     with pytest.raises(ImportError, match="on PYTHONPATH"):
         user_modules.import_modules(["no_such_module_here"])

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import keras
 
+from keras_l2t.core import user_modules
 from keras_l2t.core.settings import SETTINGS
 from keras_l2t.training import builders
 from keras_l2t.training.freezing import trainable_layers, unfreeze
@@ -172,12 +173,14 @@ def names(family: str | None = None) -> list[str]:
 
 
 def spec(name: str) -> Strategy:
-    """The registered `Strategy` of a name.
+    """The registered `Strategy` of a name (in a worker process, after importing the driver's user modules).
 
     Raises:
         KeyError: unknown name, with close matches and every registered name.
 
     """
+    if name not in _REGISTRY:
+        user_modules.import_modules()  # a Ray worker meets a user's strategy first here: $KERAS_L2T_IMPORTS
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
