@@ -24,7 +24,7 @@ import time
 import keras
 import numpy as np
 
-from keras_l2t.core import hardware, user_modules
+from keras_l2t.core import hardware
 from keras_l2t.core.paths import FINE_TUNE
 from keras_l2t.datasets import data
 from keras_l2t.networks import backbones
@@ -223,7 +223,6 @@ def run(config: RunConfig, splits: data.Data | None = None, *, keep_backup: bool
 
     """
     started = time.time()
-    user_modules.import_modules()  # in a worker process: the user strategies the driver imported
     keras.utils.set_random_seed(config.seed)  # before the pipelines: their augmentation ops take seeds from it
     splits = splits or load_data(config)
     with hardware.precision(config.mixed_precision), hardware.distribution(config.devices, config.batch_size).scope():
