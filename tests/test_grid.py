@@ -8,7 +8,7 @@ import pytest
 from conftest import load_app, tiny_image_folder
 
 from keras_l2t.analysis import accuracy_plots, report, stats
-from keras_l2t.running import executors, experiment, grid, presets
+from keras_l2t.running import executors, experiment, grid, presets, tuning
 from keras_l2t.running.results import read_results
 from keras_l2t.training.callbacks import read_scalars
 
@@ -311,3 +311,42 @@ def test_the_per_class_plot_draws_each_strategy_mean_minority_first(tmp_path):
     heights = [[bar.get_height() for bar in container] for container in axis.containers]
     assert heights == [pytest.approx([60, 90, 80]), pytest.approx([20, 60, 50])]  # b, then a (mean of 2 runs)
     assert [text.get_text() for text in axis.get_legend().get_texts()] == ["b, N = 100 (1 run)", "a, N = 100 (2 runs)"]
+
+
+class _Expanded(Exception):
+    """Raised by a stand-in for `grid.expand` to stop a comparison once its runs are known."""
+
+
+def _quick_matching_configs(monkeypatch, tmp_path, **fields) -> dict:
+    real = getattr(grid.expand, "real", grid.expand)
+
+    def expand(*args, **kwargs):
+        raise _Expanded(real(*args, **kwargs))
+
+    expand.real = real
+    monkeypatch.setattr(grid, "expand", expand)
+    monkeypatch.delitem(presets.PRESETS["quick"]["parts"], "classic", raising=False)
+    with pytest.raises(_Expanded) as raised:
+        grid.compare("quick", out=str(tmp_path), strategy_names=["scratch", "fm_uniform", "l2t_ww"], **fields)
+    return {config.strategy: config for config in raised.value.args[0] if config.seed == 0}
+
+
+def test_the_quick_preset_runs_each_strategy_with_its_tuned_recipe_unless_the_user_sets_one(monkeypatch, tmp_path):
+    configs = _quick_matching_configs(monkeypatch, tmp_path)
+    assert configs["scratch"].learning_rate == presets.QUICK_TUNED["scratch"]["learning_rate"]
+    assert configs["l2t_ww"].matching_weight == presets.QUICK_TUNED["l2t_ww"]["matching_weight"]
+    assert configs["scratch"].learning_rate != configs["fm_uniform"].learning_rate
+    given = _quick_matching_configs(monkeypatch, tmp_path, learning_rate=0.05)
+    assert {config.learning_rate for config in given.values()} == {0.05}  # the user's, for every strategy
+    assert given["fm_uniform"].warmup_epochs == presets.QUICK_TUNED["fm_uniform"]["warmup_epochs"]  # the rest kept
+    assert "per_strategy" not in presets.get_config("thesis")  # the thesis keeps the reference recipe
+
+
+def test_the_quick_preset_recipes_are_the_committed_study_s_best_trials():
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{Path(__file__).parents[1] / 'docs' / 'tuning_quick_n10.db'}"
+    for name, recipe in presets.QUICK_TUNED.items():
+        best = tuning.best_settings(optuna.load_study(study_name=name, storage=storage))
+        assert recipe.keys() == best.keys()
+        for key, value in recipe.items():
+            assert value == pytest.approx(best[key], rel=5e-3), (name, key)

@@ -178,7 +178,8 @@ def compare_tuned(
         )
         best = {name: tuning.best_settings(study) for name, study in studies.items()}
         options = {key: settings[key] for key in ("samples_per_class", "seeds") if key in settings}
-        run = {key: value for key, value in settings.items() if key not in ("strategies", "description", *options)}
+        dropped = ("strategies", "description", "per_strategy", *options)  # untuned: the reference recipe
+        run = {key: value for key, value in settings.items() if key not in dropped}
         common = dict(strategy_names=names, executor=executor, echo=echo, quiet=True, **options, **run)
         untuned, _ = grid.compare(None, out=os.path.join(out, "untuned", where), **common)
         tuned, _ = grid.compare(None, out=os.path.join(out, "tuned", where), per_strategy=best, **common)
