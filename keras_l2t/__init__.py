@@ -22,7 +22,7 @@ _LAYERS = {
     "datasets": "augment data folder_cache image_files sources splits",
     "training": "baselines builders callbacks features freezing l2t matching meta_health meta_schedule meta_step optim "
     "probe regularizers strategies",
-    "analysis": "accuracy_plots intervals ranking ranking_report report sequential stats transferability",
+    "analysis": "accuracy_plots intervals meta_plots ranking ranking_report report sequential stats transferability",
     "running": "backup config executors experiment grid inference model_files presets results trajectories tuning "
     "tuning_data tuning_report tuning_space",
 }

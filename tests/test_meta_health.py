@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from test_l2t import batch, tiny_model
 
+from keras_l2t.analysis import meta_plots
 from keras_l2t.training import meta_health, meta_schedule, strategies
-from keras_l2t.training.callbacks import read_scalars
+from keras_l2t.training.callbacks import MetaWeightsLogger, read_scalars
 from keras_l2t.training.meta_health import MetaHealth
 from keras_l2t.training.meta_schedule import MetaRate
 from keras_l2t.training.optim import TorchAdam
@@ -36,7 +37,8 @@ def moved_run(tmp_path_factory):
     model.compile()
     log_dir = tmp_path_factory.mktemp("moved")
     without_probe = MetaHealth()
-    health, caught = fit_with_health(model, without_probe, log_dir=str(log_dir))
+    logger = MetaWeightsLogger(batch()[0], str(log_dir))  # the per-epoch scalars meta_plots draws
+    health, caught = fit_with_health(model, without_probe, logger, log_dir=str(log_dir))
     return model, health, caught, without_probe, log_dir
 
 
@@ -83,6 +85,25 @@ def test_the_figures_go_to_the_logs_and_to_tensorboard(moved_run):
     scalars = read_scalars(str(log_dir / "meta"))
     assert [step for step, _ in scalars["health/where_change"]] == [0, 1, 2]
     assert scalars["health/where_change"][2][1] == pytest.approx(health.result["where_change"], rel=1e-6)
+
+
+def test_the_probe_s_lambdas_and_what_weights_are_kept_and_drawn(moved_run, tmp_path):
+    model, health, _, _, log_dir = moved_run
+    saved = np.load(log_dir / "meta" / meta_health.WEIGHTS_FILE)
+    end = meta_health.mean_weights(model, health.inputs)
+    assert saved["pairs"].tolist() == [list(pair) for pair in model.pairs]
+    np.testing.assert_allclose(saved["end_where"], end["where"], rtol=1e-5)
+    moved = np.max(np.abs(saved["end_where"] - saved["start_where"]))
+    assert moved == pytest.approx(health.result["where_change"], rel=1e-5)
+    for index in range(len(model.pairs)):
+        start, what = saved[f"start_what_pair{index}"], saved[f"end_what_pair{index}"]
+        np.testing.assert_allclose(start, 1 / start.size, rtol=1e-5)  # the what network starts uniform
+        assert what.sum() == pytest.approx(1.0, rel=1e-5) and what.max() * what.size > 1.5  # ... and moved
+    meta_plots.plot_meta_weights({"moved": str(log_dir / "meta" / meta_health.WEIGHTS_FILE)}, str(tmp_path / "w.png"))
+    meta_plots.plot_meta_trajectories({"moved": str(log_dir)}, str(tmp_path / "t.png"))
+    assert (tmp_path / "w.png").stat().st_size > 10_000 and (tmp_path / "t.png").stat().st_size > 10_000
+    with pytest.raises(FileNotFoundError, match="L2T run"):
+        meta_plots.plot_meta_trajectories({"empty": str(tmp_path)}, str(tmp_path / "none.png"))
 
 
 def test_meta_steps_a_warm_up_and_meta_every_take_the_planned_meta_steps():

@@ -73,6 +73,10 @@ class Report(keras.callbacks.Callback):
         self.offset += self.params["epochs"]  # a fine-tuning phase reports after the first phase's epochs
 
 
+# a trial's figures kept with it in the study (meta_health: L2T runs, whether their meta-networks moved)
+TRIAL_FIGURES = ("validation_accuracy", "best_epoch", "epochs_run", "wall_seconds", "diverged_epoch", "meta_health")
+
+
 def trial_config(base, strategy: str, out: str, seed: int = 0) -> RunConfig:
     """The base of a strategy's trials: the base settings, seed `TUNING_SEED_OFFSET + seed`, under `<out>/trials/`.
 
@@ -196,7 +200,7 @@ def _run_batch(study, batch: list, config: RunConfig, executor, echo) -> None:
         executor = dataclasses.replace(executor, task=functools.partial(run_trial, callbacks=[runs[run.key][1]]))
     for run, result in executor.runs([dataclasses.replace(config, **trial.params) for trial in batch]):
         trial, reporter = runs[run.key]
-        for name in ("validation_accuracy", "best_epoch", "epochs_run", "wall_seconds", "diverged_epoch"):
+        for name in TRIAL_FIGURES:
             trial.set_user_attr(name, result.get(name))
         if reporter.pruned:
             study.tell(trial, state=TrialState.PRUNED)

@@ -15,7 +15,7 @@ import re
 
 from keras_l2t.running.config import RunConfig
 
-__all__ = ["Parameter", "parse_space", "resolve_space", "search_space"]
+__all__ = ["META_SCHEDULE", "Parameter", "parse_space", "resolve_space", "search_space"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,14 @@ _RATE_AND_DECAY = {
     "matching": (Parameter("learning_rate", 1e-3, 0.3, log=True), Parameter("weight_decay", 1e-5, 1e-2, log=True)),
 }
 WARMUP = Parameter("warmup_epochs", 0, 10, kind="int")
+# The L2T meta schedules (issue 37, `training/meta_schedule`): how far the meta-networks may move in the run
+# (meta_reach: 1.0 made the thesis routine diverge, docs/meta_learning.md), meta steps per meta iteration, and meta
+# steps before the target trains. Not in the default space: a study searches it with the target's recipe fixed.
+META_SCHEDULE = (
+    Parameter("meta_reach", 0.03, 1.0, log=True),
+    Parameter("meta_steps", 1, 3, kind="int"),
+    Parameter("meta_warmup", 0, 20, kind="int"),
+)
 MATCHING_WEIGHT = Parameter("matching_weight", 0.05, 5.0, log=True)
 
 

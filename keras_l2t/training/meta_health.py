@@ -30,9 +30,10 @@ import tensorflow as tf
 from keras_l2t.training import meta_schedule
 from keras_l2t.training.callbacks import entropy
 
-__all__ = ["MINIMUM_BOUND", "MetaHealth", "figures", "health_table", "probe", "verdict"]
+__all__ = ["MINIMUM_BOUND", "WEIGHTS_FILE", "MetaHealth", "figures", "health_table", "mean_weights", "probe", "verdict"]
 
 MINIMUM_BOUND = 0.05
+WEIGHTS_FILE = "meta_weights.npz"
 MINIMUM_ENTROPY_DROP = 0.01
 MINIMUM_WHERE_CHANGE = 0.1
 MINIMUM_GAMMA_CHANGE = 0.1
@@ -69,6 +70,25 @@ def probe(model, inputs) -> dict[str, np.ndarray]:
         for key, value in values.items():
             rows.setdefault(key, []).append(float(value))
     return {key: np.asarray(value) for key, value in rows.items()}
+
+
+def mean_weights(model, inputs) -> dict[str, np.ndarray]:
+    """Each pair's lambda and what weights averaged over a batch: which pairs and channels the meta-networks pick.
+
+    Args:
+        model: an L2T-ww / L2T-www `L2TModel`.
+        inputs: a preprocessed batch of images.
+
+    Returns:
+        `where` (one mean lambda per pair) and `what_pair<k>` (pair k's mean what weights, one per source channel).
+
+    """
+    arrays: dict[str, np.ndarray] = {"where": []}
+    for index, (what, where, _) in enumerate(model.meta_weights(model.source_maps(inputs))):
+        arrays["where"].append(float(tf.reduce_mean(where)))
+        arrays[f"what_pair{index}"] = tf.reduce_mean(what, axis=0).numpy()
+    arrays["where"] = np.asarray(arrays["where"])
+    return arrays
 
 
 def figures(start: dict | None, end: dict | None, weight_change: float, bound: float) -> dict:
@@ -165,6 +185,8 @@ class MetaHealth(keras.callbacks.Callback):
         super().__init__()
         self.inputs, self.minimum_bound = inputs, minimum_bound
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "meta")) if log_dir else None
+        # the probe's mean lambdas and what weights at the start and the end (`meta_plots.plot_meta_weights`)
+        self.weights_path = os.path.join(log_dir, "meta", WEIGHTS_FILE) if log_dir and inputs is not None else None
         self.result: dict = {}
 
     def _active(self) -> bool:
@@ -176,6 +198,7 @@ class MetaHealth(keras.callbacks.Callback):
             return
         self.phi_start = [np.array(variable.numpy()) for variable in self.model.phi]
         self.start = probe(self.model, self.inputs) if self.inputs is not None else None
+        self.weights_start = mean_weights(self.model, self.inputs) if self.weights_path else None
         self.rate = meta_schedule.meta_rate(self.model)
         iterations = meta_schedule.fit_iterations(self.params)
         self.steps = meta_schedule.run_meta_steps(self.model, iterations)
@@ -210,6 +233,12 @@ class MetaHealth(keras.callbacks.Callback):
         moved = self.result or self._figures()  # the last epoch's (before any restore of the best epoch's weights)
         self.result = {**moved, "meta_steps": self.steps, "meta_rate": self.rate}
         self.result["verdict"] = verdict(self.result, self.minimum_bound)
+        if self.weights_path:
+            end = mean_weights(self.model, self.inputs)
+            arrays = {f"{when}_{key}": value for when, weights in (("start", self.weights_start), ("end", end))
+                      for key, value in weights.items()}  # fmt: skip
+            os.makedirs(os.path.dirname(self.weights_path), exist_ok=True)
+            np.savez(self.weights_path, pairs=np.asarray(self.model.pairs), **arrays)
         text = message(self.result, self.rate, self.steps, self.minimum_bound)
         if text:
             warnings.warn(text, RuntimeWarning, stacklevel=2)
