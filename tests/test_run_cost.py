@@ -98,6 +98,7 @@ def test_new_fields_at_their_defaults_keep_the_keys_of_earlier_runs():
         + ("devices", "mixed_precision")  # issue 15
         + ("meta_steps", "meta_warmup", "meta_reach")  # issue 37
         + ("weight_decay", "warmup_epochs", "matching_weight", "dropout", "grayscale", "equalize")  # issues 33, 35
+        + ("head_init",)  # issue 35
     }
     assert config.key == hashlib.sha1(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
     assert dataclasses.replace(config, validate_every=5).key != config.key

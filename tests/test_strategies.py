@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_l2t.networks import backbones
+from keras_l2t.running.config import RunConfig
 from keras_l2t.training import freezing, strategies
 from keras_l2t.training.l2t import L2TModel
 
@@ -163,3 +164,17 @@ def test_scratch_trains_with_the_matching_loop_beside_matching_methods():
     assert strategies.scratch_family(["scratch", "ufm"]) == "matching"
     assert strategies.scratch_family(["scratch", "full_fine_tune"]) == "classic"
     assert strategies.scratch_family(["scratch", "ufm"], "classic") == "classic"
+
+
+@pytest.mark.parametrize("strategy", strategies.names("classic"))
+def test_a_zero_initialised_head_starts_every_prediction_uniform(strategy):
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    zeros = build(strategy, head_init="zeros")
+    head = getattr(zeros, "network", zeros).get_layer("head_classifier")  # penalised: the wrapped network's
+    assert not np.any(head.kernel.numpy())
+    probabilities = keras.ops.softmax(zeros(images, training=False)).numpy()
+    np.testing.assert_allclose(probabilities, 0.25, rtol=1e-5)  # loss log C, however large the features
+    glorot = build(strategy)
+    assert np.any(getattr(glorot, "network", glorot).get_layer("head_classifier").kernel.numpy())
+    with pytest.raises(ValueError, match="head_init"):
+        RunConfig(strategy, head_init="ones")

@@ -257,6 +257,9 @@ _SETTINGS = (
     Setting("matching_weight", None, positive(), "the matching methods' weight beta of the matching loss; None "
             "for the method's default", True, "changed", _matches),
     Setting("dropout", 0.2, fraction(), "the classic head's dropout rate", key="changed", concerns=_classic),
+    Setting("head_init", "glorot_uniform", choice("glorot_uniform", "zeros"), "the classic head's initial "
+            "kernel; zeros starts every prediction uniform (loss log C) however large the backbone's features",
+            key="changed", concerns=_classic),
     Setting("grayscale", False, yes_no(), "classic: the network sees one luminance channel (for networks from "
             "scratch, e.g. lenet5)", key="changed", concerns=_classic),
     Setting("equalize", False, yes_no(), "classic: histogram-equalise each image at the model's input",

@@ -108,6 +108,7 @@ def build_model(config: RunConfig, splits: data.Data) -> keras.Model:
         warmup_epochs=config.warmup_epochs,
         matching_weight=config.matching_weight,
         dropout=config.dropout,
+        head_init=config.head_init,
         grayscale=config.grayscale,
         equalize=config.equalize,
         **(_meta_options(config) if config.resolved.meta else {}),

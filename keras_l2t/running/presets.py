@@ -78,6 +78,9 @@ PRESETS = {
                 "batch_size": 32,
                 "validation": 500,
                 "augment": "crop,flip",
+                # chosen on validation (tuning seeds 1000-1002): 40.3 % with a zero head against 31.9 % with
+                # Glorot's, whose first epochs' validation loss was 11-12 on SqueezeNet's large features
+                "per_strategy": {"feature_extraction": {"head_init": "zeros"}},
             },
             "matching": {  # the meta step every 5 iterations: 3x cheaper, as accurate at N = 10 (README)
                 "description": "vgg9 from scratch, or taught by resnet32 (Tiny ImageNet) with fm_uniform or L2T-ww",

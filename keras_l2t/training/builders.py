@@ -77,7 +77,7 @@ def classic(strategy, num_classes: int, options: dict) -> keras.Model:
     features = base(input_filters(inputs, options["grayscale"], options["equalize"], value_range))
     pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features) if len(features.shape) == 4 else features
     dropped = keras.layers.Dropout(options["dropout"], name="head_dropout")(pooled)
-    outputs = keras.layers.Dense(num_classes, name="head_classifier")(dropped)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=options["head_init"], name="head_classifier")(dropped)
     model = keras.Model(inputs, outputs, name=f"{strategy.name}_{backbone}")
     if strategy.penalties is not None:  # trains through its own train_step; `model.network` is what is kept
         model = RegularizedClassifier(model, base, strategy.penalties, ["head_classifier"], "head_dropout", "head_pool")

@@ -240,6 +240,7 @@ def build(
     last_blocks: int = 2,
     train_batch_norm: bool = False,
     dropout: float = 0.2,
+    head_init: str = "glorot_uniform",
     optimizer=None,
     source: str = "resnet32",
     source_weights="tinyimagenet",
@@ -267,6 +268,7 @@ def build(
         last_blocks: for `fine_tune_last`, how many of the backbone's last blocks train.
         train_batch_norm: let BatchNorm of a pretrained backbone use batch statistics (default: inference).
         dropout: the head's dropout rate.
+        head_init: the head's initial kernel, "glorot_uniform" or "zeros" (every prediction uniform at the start).
         optimizer: replaces the default optimizer.
         source: for matching methods, the pretrained source backbone.
         source_weights: its weights (named or a file).
@@ -297,6 +299,7 @@ def build(
         "last_blocks": last_blocks,
         "train_batch_norm": train_batch_norm,
         "dropout": dropout,
+        "head_init": head_init,
         "optimizer": optimizer,
         "source": source,
         "source_weights": source_weights,
