@@ -12,7 +12,7 @@ from conftest import load_app, tiny_image_folder
 optuna = pytest.importorskip("optuna")
 
 from keras_l2t.datasets import data  # noqa: E402
-from keras_l2t.running import executors, grid, tuning, tuning_data, tuning_space  # noqa: E402
+from keras_l2t.running import executors, grid, presets, tuning, tuning_data, tuning_report, tuning_space  # noqa: E402
 from keras_l2t.running.tuning_space import Parameter  # noqa: E402
 
 SETTINGS = {"epochs": 2, "batch_size": 8, "validation": 3, "source_weights": None, "family": "matching"}
@@ -254,3 +254,14 @@ def test_the_app_tunes_on_request(capsys):
     assert app.parse(["--dataset", "x", "--tune", "3"], presets.names(), strategies.names()).tune == 3
     assert app.main(["--dataset", "/no/such/folder", "--search-space", "learning_rate=1e-3:1e-1"]) == 2
     assert "--search-space needs --tune" in capsys.readouterr().err
+
+
+def test_trials_start_from_a_preset_s_own_settings_of_the_strategy_unless_the_user_gives_them(tmp_path):
+    classic = presets.get_config("quick")["parts"]["classic"]
+    assert tuning.trial_config(classic, "feature_extraction", str(tmp_path)).head_init == "zeros"
+    assert tuning.trial_config(classic, "scratch", str(tmp_path)).head_init == "glorot_uniform"
+    matching = presets.get_config("quick")["parts"]["matching"]
+    assert tuning.trial_config(matching, "l2t_ww", str(tmp_path)).warmup_epochs == 6
+    parts = tuning_report._parts("quick", None, {"head_init": "glorot_uniform"})
+    assert parts["classic"][0]["per_strategy"]["feature_extraction"] == {}  # the user's head for every strategy
+    assert tuning.trial_config(parts["classic"][0], "feature_extraction", str(tmp_path)).head_init == "glorot_uniform"

@@ -82,7 +82,8 @@ def trial_config(base, strategy: str, out: str, seed: int = 0) -> RunConfig:
 
     Args:
         base: a `RunConfig`, or a dict of its fields (a preset part: its strategies, seeds and description are
-            ignored, its first N is used; so are its per-strategy recipes, which the trials propose anew).
+            ignored, its first N is used; its `per_strategy` settings of this strategy apply, and trials replace
+            the parameters they search).
         strategy: the strategy tuned.
         out: the tuning folder.
         seed: the tuning's seed.
@@ -92,8 +93,8 @@ def trial_config(base, strategy: str, out: str, seed: int = 0) -> RunConfig:
 
     """
     fields = dataclasses.asdict(base) if isinstance(base, RunConfig) else dict(base)
-    ignored = ("strategy", "strategies", "seeds", "seed", "description", "out", "verbose", "keep_model", "per_strategy")
-    for name in ignored:
+    fields.update((fields.pop("per_strategy", None) or {}).get(strategy, {}))  # a preset's own settings of it
+    for name in ("strategy", "strategies", "seeds", "seed", "description", "out", "verbose", "keep_model"):
         fields.pop(name, None)
     samples = fields.pop("samples_per_class", None)
     samples = samples[0] if isinstance(samples, (list, tuple)) else samples

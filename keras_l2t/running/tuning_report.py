@@ -133,8 +133,10 @@ def _parts(preset: str | None, strategy_names, fields: dict) -> dict:
         if strategy_names:  # as grid.compare: the given ones of this part's family, scratch in every part
             family = part_settings.get("family")
             names = [n for n in strategy_names if n == "scratch" or strategies.spec(n).family == family or not family]
-        if names:
-            chosen[part] = ({**part_settings, **fields}, names)
+        if names:  # the user's fields apply to every strategy: they replace the preset's own settings of one
+            own = {name: {key: value for key, value in values.items() if key not in fields}
+                   for name, values in part_settings.get("per_strategy", {}).items()}  # fmt: skip
+            chosen[part] = ({**part_settings, **fields, "per_strategy": own}, names)
     if not chosen:
         raise ValueError(f"None of {strategy_names} is in the {preset} preset.")
     return chosen
@@ -176,7 +178,8 @@ def compare_tuned(
         studies = tuning.tune_grid(
             settings, names, trials, os.path.join(out, "tuning", where), executor, space, seed, echo
         )
-        best = {name: tuning.best_settings(study) for name, study in studies.items()}
+        own = settings.get("per_strategy", {})  # e.g. a zero head: kept under the tuned parameters
+        best = {name: {**own.get(name, {}), **tuning.best_settings(study)} for name, study in studies.items()}
         options = {key: settings[key] for key in ("samples_per_class", "seeds") if key in settings}
         dropped = ("strategies", "description", "per_strategy", *options)  # untuned: the reference recipe
         run = {key: value for key, value in settings.items() if key not in dropped}
