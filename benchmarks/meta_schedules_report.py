@@ -24,13 +24,13 @@ rows = [
     reference[reference["strategy"] == "fm_uniform"].assign(method="fm_uniform", folder=preset_matching),
     reference[reference["strategy"] == "l2t_ww"].assign(method="l2t_ww reference", folder=preset_matching),
 ]
-www = read_results(f"{out}/reference")
-rows.append(www.assign(method="l2t_www reference", folder=f"{out}/reference"))
+if os.path.exists(f"{out}/reference/results.csv"):  # the last step: may not have run yet
+    www = read_results(f"{out}/reference")
+    rows.append(www.assign(method="l2t_www reference", folder=f"{out}/reference"))
 learning = read_results(f"{out}/learning")
 rows.append(learning.assign(method=learning["strategy"] + " learning", folder=f"{out}/learning"))
 runs = pd.concat(rows, ignore_index=True)
 runs["test"] = 100 * runs["test_accuracy"]
-print(f"schedule: {json.loads(learning['config'].iloc[0]) if 'config' in learning else ''}\n")
 
 print("| method | runs | test accuracy (%) | 95 % interval | p vs fm_uniform | p vs reference schedule |")
 print("|---|---|---|---|---|---|")
@@ -41,7 +41,8 @@ for method, group in runs.groupby("method", sort=False):
     against = []
     for other in ("fm_uniform", method.replace("learning", "reference")):
         other_values = runs.loc[runs["method"] == other, "test"].to_numpy()
-        against.append("-" if other == method else f"{stats._mann_whitney_u(values, other_values)[1]:.3f}")
+        missing = other == method or not len(other_values)
+        against.append("-" if missing else f"{stats._mann_whitney_u(values, other_values)[1]:.3f}")
     print(
         f"| {method} | {len(values)} | {values.mean():.1f} +- {values.std(ddof=1):.1f} | {low:.1f} to {high:.1f} "
         f"| {against[0]} | {against[1]} |"
@@ -53,7 +54,8 @@ header = (
 )
 print(header)
 print("|---|---|---|---|---|---|---|---|---|")
-for row in runs[runs["meta_health"].notna()].itertuples():
+has_health = runs["meta_health"].map(lambda text: isinstance(text, str) and text.startswith("{"))
+for row in runs[has_health].itertuples():
     health = json.loads(row.meta_health)
     gamma = f"{health['gamma_min']:.2f}-{health['gamma_max']:.2f}" if "gamma_min" in health else "-"
     print(
@@ -62,11 +64,15 @@ for row in runs[runs["meta_health"].notna()].itertuples():
         f"{health.get('where_rank_correlation', np.nan):.2f} | {gamma} |"
     )
 
-first = runs[(runs["seed"] == 0) & runs["meta_health"].notna()]
+first = runs[(runs["seed"] == 0) & has_health]
 tensorboard = {row.method: os.path.join(row.folder, "tb", row.run) for row in first.itertuples()}
 weights = {label: os.path.join(folder, "meta", meta_health.WEIGHTS_FILE) for label, folder in tensorboard.items()}
 weights = {label: path for label, path in weights.items() if os.path.exists(path)}
 if weights:
     meta_plots.plot_meta_weights(weights, f"{figures}/meta_schedule_weights.png")
-meta_plots.plot_meta_trajectories(tensorboard, f"{figures}/meta_schedule_trajectories.png")
+channels = None
+if weights:  # every L2T run here has the same pairs: C per pair from any kept meta_weights.npz
+    saved = np.load(next(iter(weights.values())))
+    channels = [saved[f"start_what_pair{index}"].size for index in range(len(saved["pairs"]))]
+meta_plots.plot_meta_trajectories(tensorboard, f"{figures}/meta_schedule_trajectories.png", channels)
 print(f"\nfigures: {sorted(weights)} weights, {sorted(tensorboard)} trajectories")

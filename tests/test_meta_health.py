@@ -87,6 +87,11 @@ def test_the_figures_go_to_the_logs_and_to_tensorboard(moved_run):
     assert scalars["health/where_change"][2][1] == pytest.approx(health.result["where_change"], rel=1e-6)
 
 
+def _tag(model, index: int) -> str:
+    source, target = model.pairs[index]
+    return f"pair_{index}_s{source}_t{target}"
+
+
 def test_the_probe_s_lambdas_and_what_weights_are_kept_and_drawn(moved_run, tmp_path):
     model, health, _, _, log_dir = moved_run
     saved = np.load(log_dir / "meta" / meta_health.WEIGHTS_FILE)
@@ -100,7 +105,12 @@ def test_the_probe_s_lambdas_and_what_weights_are_kept_and_drawn(moved_run, tmp_
         np.testing.assert_allclose(start, 1 / start.size, rtol=1e-5)  # the what network starts uniform
         assert what.sum() == pytest.approx(1.0, rel=1e-5) and what.max() * what.size > 1.5  # ... and moved
     meta_plots.plot_meta_weights({"moved": str(log_dir / "meta" / meta_health.WEIGHTS_FILE)}, str(tmp_path / "w.png"))
-    meta_plots.plot_meta_trajectories({"moved": str(log_dir)}, str(tmp_path / "t.png"))
+    channels = [saved[f"start_what_pair{index}"].size for index in range(len(model.pairs))]
+    figure = meta_plots.plot_meta_trajectories({"moved": str(log_dir)}, str(tmp_path / "t.png"), channels)
+    drawn = figure.axes[1].lines[0].get_ydata()  # pair 0's what entropy over its log C (at most 1: uniform)
+    logged = [value for _, value in read_scalars(str(log_dir / "meta"))[f"what_entropy/{_tag(model, 0)}"]]
+    np.testing.assert_allclose(drawn, np.asarray(logged) / np.log(channels[0]), rtol=1e-6)
+    assert drawn.max() <= 1 + 1e-5 and drawn[-1] < 0.99  # it moved off uniform
     assert (tmp_path / "w.png").stat().st_size > 10_000 and (tmp_path / "t.png").stat().st_size > 10_000
     with pytest.raises(FileNotFoundError, match="L2T run"):
         meta_plots.plot_meta_trajectories({"empty": str(tmp_path)}, str(tmp_path / "none.png"))

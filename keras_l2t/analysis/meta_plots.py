@@ -17,23 +17,24 @@ from keras_l2t.training.callbacks import read_scalars
 __all__ = ["plot_meta_trajectories", "plot_meta_weights"]
 
 
-def _pair_series(scalars: dict, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Tag suffix (the pair) -> (epochs, values) for the scalars whose tag starts with `prefix`."""
+def _pair_series(scalars: dict, prefix: str) -> dict[int, tuple[str, np.ndarray, np.ndarray]]:
+    """Pair index -> (label "s<m>->t<n>", epochs, values) for the scalars `<prefix>pair_<k>_s<m>_t<n>`."""
     series = {}
-    for tag in sorted(tag for tag in scalars if tag.startswith(prefix)):
+    for tag in (tag for tag in scalars if tag.startswith(prefix)):
+        _, index, source, target = tag[len(prefix) :].split("_")
         steps, values = zip(*scalars[tag], strict=True)
-        series[tag[len(prefix) :]] = (np.asarray(steps) + 1, np.asarray(values))
-    return series
+        series[int(index)] = (f"{source}->{target}", np.asarray(steps) + 1, np.asarray(values))
+    return dict(sorted(series.items()))
 
 
-def plot_meta_trajectories(runs: dict[str, str], path: str, channels: dict[str, int] | None = None):
+def plot_meta_trajectories(runs: dict[str, str], path: str, channels: list[int] | None = None):
     """Each run's pairs over epochs: mean lambda (left) and what entropy as a fraction of log C (right).
 
     Args:
         runs: label -> a run's TensorBoard folder (`<out>/tb/<run>`; its `meta` events are read).
         path: the PNG to write.
-        channels: pair -> its number of source channels C (default: the first epoch's entropy is log C, which
-            holds because the what network starts at uniform weights).
+        channels: each pair's number of source channels C, by pair index (`meta_weights.npz` has them: the
+            length of `start_what_pair<k>`); without them the entropy is drawn in nats.
 
     Returns:
         The matplotlib Figure (saved to `path`).
@@ -49,13 +50,12 @@ def plot_meta_trajectories(runs: dict[str, str], path: str, channels: dict[str, 
         where, entropy = _pair_series(scalars, "where/"), _pair_series(scalars, "what_entropy/")
         if not where:
             raise FileNotFoundError(f"No meta-network scalars under {folder}/meta: is it an L2T run's folder?")
-        for pair, (epochs, values) in where.items():
-            axes[row, 0].plot(epochs, values, label=pair.split("_s")[0].replace("_", " "))
-        for pair, (epochs, values) in entropy.items():
-            log_c = np.log(channels[pair]) if channels else values[0]
-            axes[row, 1].plot(epochs, values / log_c)
+        for index, (pair, epochs, values) in where.items():
+            axes[row, 0].plot(epochs, values, label=f"{index}: {pair}")
+        for index, (_, epochs, values) in entropy.items():
+            axes[row, 1].plot(epochs, values / np.log(channels[index]) if channels else values)
         axes[row, 0].set_ylabel(f"{label}\nmean lambda")
-        axes[row, 1].set_ylabel("what entropy / log C")
+        axes[row, 1].set_ylabel("what entropy / log C" if channels else "what entropy (nats)")
         axes[row, 0].legend(fontsize=6, ncol=2)
     for axis in axes[-1]:
         axis.set_xlabel("epoch")
