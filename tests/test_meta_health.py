@@ -75,6 +75,15 @@ def test_without_a_probe_the_check_judges_the_meta_weights(moved_run):
     assert without_probe.result["verdict"] == "moved" and "what_entropy_drop" not in without_probe.result
     assert without_probe.result["weight_change"] == health.result["weight_change"] > 0.01
     assert meta_health.verdict({"bound": 1.0, "weight_change": 0.001}) == "did not move"
+    small = {
+        "bound": 0.032,
+        "weight_change": 0.017,
+        "where_change": 0.68,
+        "what_entropy_drop": 0.028,
+        "what_ratio": 2.5,
+    }
+    assert meta_health.verdict(small) == "moved"  # measured on the probe: a small bound that still moved lambda
+    assert meta_health.verdict({**small, "where_change": 0.03, "what_entropy_drop": 1e-4}) == "could not move"
     assert meta_health.verdict({"bound": 1.0, "weight_change": float("nan")}) == "diverged"
     assert meta_health.verdict({"bound": 0.001, "weight_change": float("nan")}) == "diverged"  # not "could not"
 
