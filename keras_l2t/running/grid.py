@@ -290,7 +290,7 @@ def _compare(settings: dict, out: str, overrides: dict, options: dict) -> tuple[
     samples = overrides.pop("samples_per_class") or preset_samples
     seeds = overrides.pop("seeds")
     seeds = seeds if seeds is not None else preset_seeds
-    settings["per_strategy"] = own_settings(settings.pop("per_strategy", {}), overrides)
+    settings["per_strategy"] = presets.own_settings(settings.pop("per_strategy", {}), overrides)
     settings.update(overrides, keep_model=options["keep_models"] != "none")
     if options["seed_design"] is not None:
         seeds = options["seed_design"].max_seeds
@@ -308,25 +308,6 @@ def _compare(settings: dict, out: str, overrides: dict, options: dict) -> tuple[
         )
     options["echo"](text)
     return results, text
-
-
-def own_settings(preset_own: dict, overrides: dict) -> dict:
-    """Strategy name -> its own fields: the preset's, less those the user gave for every strategy, then the caller's.
-
-    Args:
-        preset_own: a preset's `per_strategy` (strategy name -> fields).
-        overrides: the fields given for every strategy; its `per_strategy`, if any, is taken out and applied last.
-
-    Returns:
-        Strategy name -> fields, for `expand`'s `per_strategy`.
-
-    """
-    given = overrides.pop("per_strategy", None) or {}
-    own = {}
-    for name in set(preset_own) | set(given):
-        kept = {key: value for key, value in preset_own.get(name, {}).items() if key not in overrides}
-        own[name] = {**kept, **given.get(name, {})}
-    return own
 
 
 def _run(configs: list[RunConfig], out: str, options: dict) -> pd.DataFrame:

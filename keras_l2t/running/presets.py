@@ -11,7 +11,7 @@ import copy
 
 from keras_l2t.training import strategies
 
-__all__ = ["MATCHING_ROUTINE", "PRESETS", "QUICK_TUNED", "get_config", "names"]
+__all__ = ["MATCHING_ROUTINE", "PRESETS", "QUICK_TUNED", "own_settings", "get_config", "names"]
 
 # L2T-ww's CIFAR routine: batch 128, pad-4 crop + horizontal flip. At N = 10 an epoch is one step (0.6 s for
 # scratch), a validation pass of 1,000 images costs about 3 and a backup 2 (measured: benchmarks/run_cost.py), so
@@ -117,3 +117,22 @@ def get_config(name: str | None) -> dict:
     if name not in PRESETS:
         raise KeyError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return copy.deepcopy(PRESETS[name])
+
+
+def own_settings(preset_own: dict, overrides: dict) -> dict:
+    """Strategy name -> its own fields: the preset's, less those the user gave for every strategy, then the caller's.
+
+    Args:
+        preset_own: a preset's `per_strategy` (strategy name -> fields).
+        overrides: the fields given for every strategy; its `per_strategy`, if any, is taken out and applied last.
+
+    Returns:
+        Strategy name -> fields, for `expand`'s `per_strategy`.
+
+    """
+    given = overrides.pop("per_strategy", None) or {}
+    own = {}
+    for name in set(preset_own) | set(given):
+        kept = {key: value for key, value in preset_own.get(name, {}).items() if key not in overrides}
+        own[name] = {**kept, **given.get(name, {})}
+    return own

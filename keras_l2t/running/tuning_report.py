@@ -134,7 +134,7 @@ def _parts(preset: str | None, strategy_names, fields: dict) -> dict:
             family = part_settings.get("family")
             names = [n for n in strategy_names if n == "scratch" or strategies.spec(n).family == family or not family]
         if names:  # the user's fields apply to every strategy: they replace the preset's own settings of one
-            own = grid.own_settings(part_settings.get("per_strategy", {}), dict(fields))
+            own = presets.own_settings(part_settings.get("per_strategy", {}), dict(fields))
             chosen[part] = ({**part_settings, **fields, "per_strategy": own}, names)
     if not chosen:
         raise ValueError(f"None of {strategy_names} is in the {preset} preset.")
