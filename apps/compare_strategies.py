@@ -6,9 +6,10 @@
 
 Results go to --out: results.csv (one row per finished run; re-running skips them), summary.md (mean +- std,
 Mann-Whitney U p-values), accuracy_vs_samples.png, learning_curves.png, history/ and tb/ (TensorBoard:
-`tensorboard --logdir <out>/tb`). Presets: quick (the default: both families at small N, 30 minutes on 2 CPU
-cores), course (the four classic strategies, full training set), thesis (scratch, UFM, L2T-ww, L2T-www at
-N = 10..150, 200 epochs, 30 seeds: for a GPU), none (every classic strategy with the run defaults).
+`tensorboard --logdir <out>/tb`). Presets: quick (the default: both families at small N, 33 minutes on 2 CPU
+cores, 28 with --executor ray --cpus-per-run 1), course (the four classic strategies, full training set), thesis
+(scratch, UFM, L2T-ww, L2T-www at N = 10..150, 200 epochs, 30 seeds: for a GPU), none (every classic strategy with
+the run defaults).
 Offline, named weights are looked up in the folders of $KERAS_L2T_WEIGHTS_DIR. `--seeds auto` runs seeds in
 rounds until each pair of methods is settled, different or equivalent (docs/seeds_auto.md).
 """

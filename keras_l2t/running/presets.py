@@ -64,7 +64,8 @@ PRESETS = {
         "family": "matching",
         **MATCHING_ROUTINE,
     },
-    "quick": {  # 30 minutes on 2 CPU cores: N = 10, 4 seeds (the fewest with which Mann-Whitney reaches p < 0.05)
+    # 33 min on 2 CPU cores (28 with Ray, 2 runs at once): N = 10, 4 seeds (the fewest for Mann-Whitney p < 0.05)
+    "quick": {
         "parts": {
             "classic": {  # epochs: each strategy's default (the frozen backbone's head: 100 on cached features)
                 "description": "SqueezeNet 1.1 (ImageNet) frozen with a new head, or the same network from scratch",
