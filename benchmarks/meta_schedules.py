@@ -23,10 +23,9 @@ from keras_l2t import grid, presets, strategies, tuning, tuning_report, tuning_s
 
 out = sys.argv[1]
 trials = int(sys.argv[2]) if len(sys.argv) > 2 else 6
-routine = presets.get_config("quick")["parts"]["matching"]
-for name in ("description", "strategies", "per_strategy"):
-    routine.pop(name)
+routine = presets.routine("quick", "matching")
 routine.update(dataset="../shared/data/cifar10")
+preset_part = presets.get_config("quick")["parts"]["matching"]
 recipe = presets.QUICK_TUNED["l2t_ww"]
 start = time.time()
 
@@ -34,14 +33,15 @@ start = time.time()
 strategies.register(
     dataclasses.replace(strategies.spec("l2t_ww"), search_space=tuning_space.META_SCHEDULE), replace=True
 )
-study = tuning.tune({**routine, **recipe, "verbose": 0}, "l2t_ww", trials, f"{out}/tuning")
+samples = {"samples_per_class": preset_part["samples_per_class"]}
+study = tuning.tune({**routine, **recipe, **samples, "verbose": 0}, "l2t_ww", trials, f"{out}/tuning")
 schedule = tuning.best_settings(study)
 print(f"schedule {schedule} after {time.time() - start:.0f} s", flush=True)
 print(tuning_report.settings_table({"l2t_ww": study}), flush=True)
 tuning_report.plot_study(study, f"{out}/tuning/l2t_ww.png")
 
 # 2. and 3. the evaluation seeds
-evaluation = {"samples_per_class": routine.pop("samples_per_class"), "seeds": routine.pop("seeds"), "quiet": True}
+evaluation = {**samples, "seeds": preset_part["seeds"], "quiet": True}
 learning = {name: {**recipe, **schedule} for name in ("l2t_ww", "l2t_www")}
 grid.compare(None, out=f"{out}/learning", strategy_names=list(learning), per_strategy=learning, **evaluation, **routine)
 print(f"learning schedule runs done after {time.time() - start:.0f} s", flush=True)

@@ -266,6 +266,14 @@ def test_a_preset_part_header_describes_what_runs():
     assert "SqueezeNet" not in changed and "backbone mobilenet_v2" in changed and "image_size 160" in changed
 
 
+def test_a_preset_part_s_routine_keeps_its_run_settings_and_drops_its_grid():
+    routine = presets.routine("quick", "matching")
+    assert routine["epochs"] == 60 and routine["meta_every"] == 5 and routine["family"] == "matching"
+    assert not {"strategies", "samples_per_class", "seeds", "per_strategy", "description"} & set(routine)
+    with pytest.raises(KeyError, match="its parts: classic, matching"):
+        presets.routine("quick", "matchin")
+
+
 def test_per_class_accuracy_and_the_confusion_matrix(tmp_path):
     root = tiny_image_folder(tmp_path / "data", train=14, seed=1)
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ import copy
 
 from keras_l2t.training import strategies
 
-__all__ = ["MATCHING_ROUTINE", "PRESETS", "QUICK_TUNED", "own_settings", "get_config", "names"]
+__all__ = ["MATCHING_ROUTINE", "PRESETS", "QUICK_TUNED", "own_settings", "get_config", "names", "routine"]
 
 # L2T-ww's CIFAR routine: batch 128, pad-4 crop + horizontal flip. At N = 10 an epoch is one step (0.6 s for
 # scratch), a validation pass of 1,000 images costs about 3 and a backup 2 (measured: benchmarks/run_cost.py), so
@@ -118,6 +118,27 @@ def get_config(name: str | None) -> dict:
     if name not in PRESETS:
         raise KeyError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     return copy.deepcopy(PRESETS[name])
+
+
+def routine(name: str, part: str) -> dict:
+    """A preset part's run settings without its grid: what every run of that part shares, to run at another N.
+
+    Args:
+        name: the preset, e.g. "quick".
+        part: its part, e.g. "matching".
+
+    Returns:
+        The part's settings less its description, strategies, per-strategy recipes, N and seeds.
+
+    Raises:
+        KeyError: unknown preset or part.
+
+    """
+    parts = get_config(name).get("parts", {})
+    if part not in parts:
+        raise KeyError(f"Preset {name!r} has no part {part!r}; its parts: {', '.join(parts) or 'none'}.")
+    grid_keys = ("description", "strategies", "per_strategy", "samples_per_class", "seeds")
+    return {key: value for key, value in parts[part].items() if key not in grid_keys}
 
 
 def own_settings(preset_own: dict, overrides: dict) -> dict:
