@@ -2,13 +2,16 @@
 
 import dataclasses
 import os
+import re
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import load_app
+from conftest import load_app, tiny_image_folder
 
 from keras_l2t.core import settings, user_modules
 from keras_l2t.running import config
+from keras_l2t.running.results import read_results
 from keras_l2t.training import strategies
 
 
@@ -111,3 +114,23 @@ def test_user_strategy_modules_are_imported_and_passed_to_workers(tmp_path, monk
     assert strategies.spec("mine").description == "from a module"  # a worker: imports what the environment names
     with pytest.raises(ImportError, match="on PYTHONPATH"):
         user_modules.import_modules(["no_such_module_here"])
+
+
+def test_the_readme_s_strategy_module_runs_through_the_app(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    module_text = re.search(r"```python\n(# my_strategies\.py.*?)```", readme, re.S).group(1)
+    (tmp_path / "my_strategies.py").write_text(module_text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
+    monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
+    for variable in (user_modules.IMPORTS_VARIABLE, "PYTHONPATH"):
+        monkeypatch.delenv(variable, raising=False)
+    folder = tiny_image_folder(tmp_path / "data", train=8, test=2)
+    arguments = ["--import", "my_strategies", "--strategies", "l2_sp_strong", "--dataset", folder, "--backbone",
+                 "vgg9", "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
+                 "--validation", "3", "--quiet", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert load_app().main(arguments) == 0
+    results = read_results(str(tmp_path / "out"))
+    assert results["strategy"].tolist() == ["l2_sp_strong"]
+    assert strategies.spec("l2_sp_strong").penalties.starting_point == 0.1
+    sys.modules.pop("my_strategies", None)
