@@ -112,6 +112,7 @@ def test_user_strategy_modules_are_imported_and_passed_to_workers(tmp_path, monk
     monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
     strategies._REGISTRY.pop("mine")
     assert strategies.spec("mine").description == "from a module"  # a worker: imports what the environment names
+    del sys.modules["my_strategies"]  # imported again by that lookup: leave no module behind for other tests
     with pytest.raises(ImportError, match="on PYTHONPATH"):
         user_modules.import_modules(["no_such_module_here"])
 
@@ -120,6 +121,7 @@ def test_the_readme_s_strategy_module_runs_through_the_app(tmp_path, monkeypatch
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     module_text = re.search(r"```python\n(# my_strategies\.py.*?)```", readme, re.S).group(1)
     (tmp_path / "my_strategies.py").write_text(module_text)
+    monkeypatch.delitem(sys.modules, "my_strategies", raising=False)  # a module of that name imported before
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
     monkeypatch.setattr(strategies, "_REGISTRY", dict(strategies._REGISTRY))
@@ -133,4 +135,4 @@ def test_the_readme_s_strategy_module_runs_through_the_app(tmp_path, monkeypatch
     results = read_results(str(tmp_path / "out"))
     assert results["strategy"].tolist() == ["l2_sp_strong"]
     assert strategies.spec("l2_sp_strong").penalties.starting_point == 0.1
-    sys.modules.pop("my_strategies", None)
+    del sys.modules["my_strategies"]
