@@ -7,6 +7,7 @@ mean +- std (runs) with Mann-Whitney p-values against scratch (issue 34's compar
 fm_uniform and each learning schedule against the reference one (issue 37's), with bootstrap intervals.
 """
 
+import json
 import sys
 
 from keras_l2t import intervals, stats
@@ -16,7 +17,7 @@ ORDER = ["scratch", "fm_single", "at", "lwf", "lwf_at", "fm_uniform", "l2t_ww", 
          "l2t_www learning"]  # fmt: skip
 
 results = read_results(sys.argv[1])
-learning = results["config"].str.contains('"meta_reach": [0-9]', regex=True)
+learning = results["config"].map(lambda text: json.loads(text).get("meta_reach") is not None)
 results["strategy"] = results["strategy"] + learning.map({True: " learning", False: ""})
 order = [method for method in ORDER if method in set(results["strategy"])]
 print(stats.accuracy_table(results, order, baseline="scratch"))
